@@ -1,0 +1,229 @@
+//! The `tokenfleet` command: list repositories and token statuses through a token pool.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokenfleet::client::github::Repository;
+use tokenfleet::{ClientError, Fleet, TokenSnapshot, WaitPolicy};
+
+mod output;
+
+/// Spread API calls over a pool of tokens, with rate-limit tracking.
+#[derive(Debug, Parser)]
+#[command(name = "tokenfleet", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+struct Source {
+    /// The TOML configuration; without it, GITHUB_TOKENS (comma-separated)
+    /// or GITHUB_TOKEN is used against api.github.com.
+    #[arg(long, value_name = "FILE", conflicts_with = "simulate")]
+    config: Option<PathBuf>,
+    /// Run against the built-in GitHub simulator on 127.0.0.1 with demo tokens.
+    #[arg(long)]
+    simulate: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// The provider to use, by its name in the configuration.
+    #[arg(long, default_value = "github")]
+    provider: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List every repository of one or more owners (users or organizations).
+    Repos {
+        #[command(flatten)]
+        source: Source,
+        /// The owners whose repositories to list.
+        #[arg(required = true, value_name = "OWNER")]
+        owners: Vec<String>,
+    },
+    /// Show every token with its limits and status.
+    Status {
+        #[command(flatten)]
+        source: Source,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A fleet and, in simulation, the simulator that must outlive it.
+struct Session {
+    fleet: Fleet,
+    provider: String,
+    _simulator: Option<tokenfleet_testkit::GithubSimulator>,
+}
+
+async fn open(source: &Source, owners: &[String]) -> Result<Session, String> {
+    if source.simulate {
+        let demo = tokenfleet_testkit::demo::GithubDemo::start(owners).await;
+        let base_url = url::Url::parse(&demo.base_url()).map_err(|e| e.to_string())?;
+        let tokens: Vec<tokenfleet::Token> =
+            demo.secrets().iter().map(tokenfleet::Token::new).collect();
+        let count = tokens.len();
+        let fleet = Fleet::builder()
+            .provider(
+                Arc::new(tokenfleet::github::Github::with_base_url(base_url)),
+                tokens,
+            )
+            .wait(WaitPolicy::UpTo(Duration::from_secs(120)))
+            .build()
+            .map_err(|e| e.to_string())?;
+        eprintln!(
+            "running on the GitHub simulator at {} with {} demo tokens",
+            demo.simulator.uri(),
+            count
+        );
+        return Ok(Session {
+            fleet,
+            provider: "github".to_owned(),
+            _simulator: Some(demo.simulator),
+        });
+    }
+
+    let fleet = match &source.config {
+        Some(path) => Fleet::from_config_file(path).map_err(|e| e.to_string())?,
+        None => {
+            let tokens = tokens_from_env().ok_or_else(|| {
+                "no token configured: set GITHUB_TOKENS (comma-separated) or GITHUB_TOKEN, pass --config FILE, or try --simulate".to_owned()
+            })?;
+            Fleet::builder()
+                .provider(Arc::new(tokenfleet::github::Github::new()), tokens)
+                .build()
+                .map_err(|e| e.to_string())?
+        }
+    };
+    if fleet.client(&source.provider).is_none() {
+        return Err(format!(
+            "no provider named {:?}; the configuration has {}",
+            source.provider,
+            fleet.providers().join(", ")
+        ));
+    }
+    Ok(Session {
+        fleet,
+        provider: source.provider.clone(),
+        _simulator: None,
+    })
+}
+
+fn tokens_from_env() -> Option<Vec<tokenfleet::Token>> {
+    for var in ["GITHUB_TOKENS", "GITHUB_TOKEN"] {
+        if let Ok(list) = std::env::var(var) {
+            let tokens: Vec<_> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(tokenfleet::Token::new)
+                .collect();
+            if !tokens.is_empty() {
+                return Some(tokens);
+            }
+        }
+    }
+    None
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Command::Repos { source, owners } => repos(&source, &owners).await,
+        Command::Status { source } => status(&source).await,
+    }
+}
+
+async fn repos(source: &Source, owners: &[String]) -> Result<ExitCode, String> {
+    let session = open(source, owners).await?;
+    let client = session
+        .fleet
+        .client(&session.provider)
+        .ok_or("provider missing")?;
+    let mut failed = false;
+    let mut all: Vec<(String, Repository)> = Vec::new();
+    for owner in owners {
+        match client.github().repositories(owner).await {
+            Ok(repositories) => {
+                if matches!(source.format, Format::Json) {
+                    for repository in &repositories {
+                        output::print_json_line(owner, repository);
+                    }
+                } else {
+                    all.extend(repositories.into_iter().map(|r| (owner.clone(), r)));
+                }
+            }
+            Err(ClientError::Pool(error)) => {
+                return Err(format!("listing repositories of {owner} failed: {error}"));
+            }
+            Err(error) => {
+                eprintln!("error: listing repositories of {owner} failed: {error}");
+                failed = true;
+            }
+        }
+    }
+    if matches!(source.format, Format::Table) {
+        output::print_repository_table(&all);
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn status(source: &Source) -> Result<ExitCode, String> {
+    let session = open(source, &[]).await?;
+    let mut code = ExitCode::SUCCESS;
+    let mut rows: Vec<(String, TokenSnapshot)> = Vec::new();
+    for name in session.fleet.providers() {
+        let client = session.fleet.client(name).ok_or("provider missing")?;
+        let tokens = match client.pool().refresh_limits().await {
+            Ok(tokens) => tokens,
+            Err(error) => return Err(error.to_string()),
+        };
+        if !tokens.is_empty()
+            && tokens
+                .iter()
+                .all(|t| t.status == tokenfleet::TokenStatus::Invalid)
+        {
+            eprintln!("error: every {name} token was rejected as invalid");
+            code = ExitCode::FAILURE;
+        }
+        rows.extend(tokens.into_iter().map(|t| (name.to_owned(), t)));
+    }
+    match source.format {
+        Format::Json => output::print_status_json(&rows),
+        Format::Table => output::print_status_table(&rows),
+    }
+    Ok(code)
+}

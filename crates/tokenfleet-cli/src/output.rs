@@ -1,0 +1,120 @@
+//! Table and JSON output.
+
+use serde_json::json;
+use tokenfleet::client::github::Repository;
+use tokenfleet::core::clock::format_epoch_ms;
+use tokenfleet::TokenSnapshot;
+
+/// Prints one repository as one JSON object on one line.
+pub(crate) fn print_json_line(owner: &str, repository: &Repository) {
+    let line = json!({
+        "owner": owner,
+        "full_name": repository.full_name,
+        "name": repository.name,
+        "html_url": repository.html_url,
+        "description": repository.description,
+        "fork": repository.fork,
+        "archived": repository.archived,
+        "private": repository.private,
+        "default_branch": repository.default_branch,
+        "language": repository.language,
+        "created_at": repository.created_at,
+        "updated_at": repository.updated_at,
+    });
+    println!("{line}");
+}
+
+/// Prints repositories as an aligned table.
+pub(crate) fn print_repository_table(rows: &[(String, Repository)]) {
+    let width = rows
+        .iter()
+        .map(|(_, r)| r.full_name.len())
+        .max()
+        .unwrap_or(9)
+        .max(9);
+    println!(
+        "{:<width$}  {:<12}  {:>5}  {:>8}",
+        "REPOSITORY", "LANGUAGE", "FORK", "ARCHIVED"
+    );
+    for (_, repository) in rows {
+        println!(
+            "{:<width$}  {:<12}  {:>5}  {:>8}",
+            repository.full_name,
+            repository.language.as_deref().unwrap_or("-"),
+            if repository.fork { "yes" } else { "no" },
+            if repository.archived { "yes" } else { "no" },
+        );
+    }
+    println!("{} repositories", rows.len());
+}
+
+fn limit_text(token: &TokenSnapshot, bucket: &str) -> String {
+    match token.bucket(bucket) {
+        Some(b) if b.unlimited => "no limit".to_owned(),
+        Some(b) => match (b.remaining, b.limit) {
+            (Some(remaining), Some(limit)) => format!("{remaining}/{limit}"),
+            _ => "unknown".to_owned(),
+        },
+        None => "unknown".to_owned(),
+    }
+}
+
+/// Prints token statuses as an aligned table.
+pub(crate) fn print_status_table(rows: &[(String, TokenSnapshot)]) {
+    println!(
+        "{:<10}  {:<28}  {:<22}  {:>11}  {:>9}  {:<29}  STATUS",
+        "PROVIDER", "TOKEN", "ACCOUNT", "CORE", "SEARCH", "CORE RESETS"
+    );
+    for (provider, token) in rows {
+        let reset = token
+            .bucket("core")
+            .and_then(|b| b.reset_ms)
+            .map(format_epoch_ms)
+            .unwrap_or_else(|| "-".to_owned());
+        let mut status = token.status.to_string();
+        if let Some(reason) = &token.degraded {
+            status.push_str(&format!(" (degraded: {reason})"));
+        }
+        println!(
+            "{:<10}  {:<28}  {:<22}  {:>11}  {:>9}  {:<29}  {}",
+            provider,
+            token.id.as_str(),
+            token.account,
+            limit_text(token, "core"),
+            limit_text(token, "search"),
+            reset,
+            status
+        );
+    }
+}
+
+/// Prints token statuses as one JSON object per line.
+pub(crate) fn print_status_json(rows: &[(String, TokenSnapshot)]) {
+    for (provider, token) in rows {
+        let buckets: serde_json::Map<String, serde_json::Value> = token
+            .buckets
+            .iter()
+            .map(|b| {
+                (
+                    b.bucket.to_string(),
+                    json!({
+                        "limit": b.limit,
+                        "remaining": b.remaining,
+                        "reset": b.reset_ms.map(|ms| ms / 1000),
+                        "unlimited": b.unlimited,
+                    }),
+                )
+            })
+            .collect();
+        let line = json!({
+            "provider": provider,
+            "token": token.id.as_str(),
+            "account": token.account,
+            "status": token.status.to_string(),
+            "available": token.status.is_available(),
+            "degraded": token.degraded,
+            "buckets": buckets,
+        });
+        println!("{line}");
+    }
+}

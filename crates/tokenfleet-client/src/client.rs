@@ -1,0 +1,464 @@
+//! Sending requests through a pool: acquire, authorize, send, classify, complete.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use jitter::JitterRng;
+use tokenfleet_core::provider::same_origin;
+use tokenfleet_core::{Outcome, ResponseView, TokenPool, Verdict};
+use url::Url;
+
+use crate::error::ClientError;
+use crate::response::Response;
+use crate::scrub_url;
+use crate::transport::ReqwestTransport;
+
+/// How many times a transient failure of an idempotent request is retried.
+const DEFAULT_MAX_RETRIES: u32 = 4;
+/// How many rate-limit or invalid-token answers one request may meet
+/// before it fails; each one rotates to another token or waits.
+const DEFAULT_MAX_ROTATIONS: u32 = 16;
+const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_REDIRECTS: u32 = 5;
+
+/// Sends requests through a [`TokenPool`].
+///
+/// Cloning is cheap and every clone shares the pool and the connection pool.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    pool: TokenPool,
+    max_retries: u32,
+    max_rotations: u32,
+    backoff: Duration,
+    jitter: Arc<JitterRng>,
+}
+
+/// Builds a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    http: Option<reqwest::Client>,
+    max_retries: u32,
+    max_rotations: u32,
+    backoff: Duration,
+    seed: Option<u64>,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        Self {
+            http: None,
+            max_retries: DEFAULT_MAX_RETRIES,
+            max_rotations: DEFAULT_MAX_ROTATIONS,
+            backoff: DEFAULT_BACKOFF,
+            seed: None,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Uses this reqwest client. It must not follow redirects
+    /// (`redirect::Policy::none()`), because the client follows them itself
+    /// so that a token never goes to another host.
+    pub fn http(mut self, http: reqwest::Client) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    /// Sets how many times a transient failure of an idempotent request is
+    /// retried (default 4).
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// Sets how many rate-limit or invalid-token answers one request may
+    /// meet before it fails (default 16).
+    pub fn max_rotations(mut self, rotations: u32) -> Self {
+        self.max_rotations = rotations;
+        self
+    }
+
+    /// Sets the first backoff after a transient failure (default 500 ms);
+    /// it doubles on each retry up to 30 s, with jitter.
+    pub fn backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Fixes the seed of the backoff jitter.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Builds a client for `pool`.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ClientError::InvalidRequest`] when the HTTP client cannot be built.
+    pub fn build(self, pool: TokenPool) -> Result<Client, ClientError> {
+        let http = match self.http {
+            Some(http) => http,
+            None => default_http()?,
+        };
+        Ok(Client {
+            http,
+            pool,
+            max_retries: self.max_retries,
+            max_rotations: self.max_rotations,
+            backoff: self.backoff,
+            jitter: Arc::new(JitterRng::new(self.seed.unwrap_or_else(rand::random))),
+        })
+    }
+}
+
+/// Builds the reqwest client the crate uses by default: no redirects,
+/// bounded connect and request times.
+///
+/// # Errors
+///
+/// Returns [`ClientError::InvalidRequest`] when reqwest cannot build it.
+pub fn default_http() -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| ClientError::InvalidRequest(format!("building the HTTP client failed: {e}")))
+}
+
+impl Client {
+    /// Builds a client with default settings for `pool`.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ClientError::InvalidRequest`] when the HTTP client cannot be built.
+    pub fn new(pool: TokenPool) -> Result<Self, ClientError> {
+        ClientBuilder::default().build(pool)
+    }
+
+    /// Starts building a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Returns a transport for the pool's status requests that shares this
+    /// client's connections.
+    pub fn transport(&self) -> ReqwestTransport {
+        ReqwestTransport::new(self.http.clone())
+    }
+
+    /// Returns the pool.
+    pub fn pool(&self) -> &TokenPool {
+        &self.pool
+    }
+
+    /// Resolves `path` (such as `/users/octocat/repos`) against the
+    /// provider's base URL.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ClientError::InvalidRequest`] when the result is not a URL.
+    pub fn url(&self, path: &str) -> Result<Url, ClientError> {
+        let base = self.pool.provider().base_url();
+        let joined = format!(
+            "{}/{}",
+            base.as_str().trim_end_matches('/'),
+            path.trim_start_matches('/')
+        );
+        Url::parse(&joined)
+            .map_err(|e| ClientError::InvalidRequest(format!("invalid path {path:?}: {e}")))
+    }
+
+    /// Sends a GET request to `path` relative to the provider's base URL.
+    ///
+    /// # Errors
+    ///
+    /// See [`Client::send`].
+    pub async fn get(&self, path: &str) -> Result<Response, ClientError> {
+        let url = self.url(path)?;
+        self.send(Method::GET, url, HeaderMap::new(), None).await
+    }
+
+    /// Sends a request through the pool and returns the provider's answer.
+    ///
+    /// Rate limits and invalid tokens rotate to another token (or wait, as
+    /// the pool's wait policy says); transient failures of idempotent
+    /// requests are retried with backoff. Any other answer, success or
+    /// not, is returned as a [`Response`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::ForeignHost`] for a URL off the provider's host,
+    /// [`ClientError::Pool`] when no token can serve, and
+    /// [`ClientError::Transport`], [`ClientError::Server`] or
+    /// [`ClientError::TooManyAttempts`] when the bounds are reached.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        headers: HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<Response, ClientError> {
+        let provider = Arc::clone(self.pool.provider());
+        let idempotent = matches!(
+            method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+        );
+        let mut url = url;
+        let mut attempts = 0u32;
+        let mut retries = 0u32;
+        let mut rotations = 0u32;
+        let mut redirects = 0u32;
+
+        loop {
+            if !same_origin(provider.base_url(), &url) {
+                return Err(ClientError::ForeignHost {
+                    provider: provider.kind().to_owned(),
+                    url: scrub_url(&url),
+                    base: provider.base_url().to_string(),
+                });
+            }
+            let bucket = provider.bucket_for(&method, &url);
+            let mut lease = self.pool.acquire(&bucket).await?;
+            attempts += 1;
+
+            let mut request_headers = headers.clone();
+            provider.authorize(&mut request_headers, lease.token());
+            let mut request = self
+                .http
+                .request(method.clone(), url.clone())
+                .headers(request_headers);
+            if let Some(body) = &body {
+                request = request.body(body.clone());
+            }
+
+            lease.mark_sent();
+            let sent = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let response_headers = response.headers().clone();
+                    match response.bytes().await {
+                        Ok(bytes) => Ok((status, response_headers, bytes)),
+                        Err(e) => Err(e.without_url().to_string()),
+                    }
+                }
+                Err(e) => Err(e.without_url().to_string()),
+            };
+            let (status, response_headers, response_body) = match sent {
+                Ok(parts) => parts,
+                Err(message) => {
+                    lease.complete(&Verdict::new(Outcome::ServerError)).await?;
+                    if idempotent && retries < self.max_retries {
+                        retries += 1;
+                        let wait = self.backoff_for(retries, None);
+                        tracing::warn!(
+                            provider = provider.kind(),
+                            url = %scrub_url(&url),
+                            attempt = attempts,
+                            wait_ms = wait.as_millis() as u64,
+                            error = %message,
+                            "request failed, retrying"
+                        );
+                        self.pool.clock().sleep(wait).await;
+                        continue;
+                    }
+                    return Err(ClientError::Transport {
+                        url: scrub_url(&url),
+                        message,
+                        attempts,
+                    });
+                }
+            };
+
+            let token_id = lease.token().id().clone();
+            let verdict = provider.classify(&ResponseView {
+                status,
+                headers: &response_headers,
+                body: &response_body,
+                bucket: lease.bucket(),
+            });
+            lease.complete(&verdict).await?;
+            tracing::trace!(
+                provider = provider.kind(),
+                token = %token_id,
+                status = status.as_u16(),
+                outcome = ?verdict.outcome,
+                "response"
+            );
+
+            match &verdict.outcome {
+                Outcome::PrimaryLimit { .. }
+                | Outcome::SecondaryLimit { .. }
+                | Outcome::InvalidToken => {
+                    rotations += 1;
+                    tracing::debug!(
+                        provider = provider.kind(),
+                        token = %token_id,
+                        outcome = ?verdict.outcome,
+                        "rotating to another token"
+                    );
+                    if rotations > self.max_rotations {
+                        return Err(ClientError::TooManyAttempts {
+                            url: scrub_url(&url),
+                            attempts,
+                            message: format!("last answer was {status} ({:?})", verdict.outcome),
+                        });
+                    }
+                    continue;
+                }
+                Outcome::ServerError => {
+                    if idempotent && retries < self.max_retries {
+                        retries += 1;
+                        let wait = self.backoff_for(retries, retry_after(&response_headers));
+                        tracing::warn!(
+                            provider = provider.kind(),
+                            url = %scrub_url(&url),
+                            status = status.as_u16(),
+                            attempt = attempts,
+                            wait_ms = wait.as_millis() as u64,
+                            "server error, retrying"
+                        );
+                        self.pool.clock().sleep(wait).await;
+                        continue;
+                    }
+                    return Err(ClientError::Server {
+                        url: scrub_url(&url),
+                        status,
+                        attempts,
+                    });
+                }
+                _ => {}
+            }
+
+            if status.is_redirection() && redirects < MAX_REDIRECTS {
+                if let Some(target) = redirect_target(&url, &response_headers) {
+                    redirects += 1;
+                    if same_origin(provider.base_url(), &target) {
+                        url = target;
+                        continue;
+                    }
+                    return self
+                        .follow_foreign(method, target, headers, body, attempts + 1)
+                        .await;
+                }
+            }
+
+            return Ok(Response {
+                status,
+                headers: response_headers,
+                body: response_body,
+                url,
+                token: Some(token_id),
+                attempts,
+            });
+        }
+    }
+
+    /// Follows a redirect to another host without any token.
+    async fn follow_foreign(
+        &self,
+        method: Method,
+        url: Url,
+        headers: HeaderMap,
+        body: Option<Bytes>,
+        attempts: u32,
+    ) -> Result<Response, ClientError> {
+        tracing::debug!(url = %scrub_url(&url), "redirect to another host; sending without a token");
+        let mut clean = headers;
+        clean.remove(http::header::AUTHORIZATION);
+        clean.remove(http::header::COOKIE);
+        clean.remove(http::header::PROXY_AUTHORIZATION);
+        let mut request = self.http.request(method, url.clone()).headers(clean);
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let transport = |e: reqwest::Error| ClientError::Transport {
+            url: scrub_url(&url),
+            message: e.without_url().to_string(),
+            attempts,
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let response_headers = response.headers().clone();
+        let body = response.bytes().await.map_err(transport)?;
+        Ok(Response {
+            status,
+            headers: response_headers,
+            body,
+            url,
+            token: None,
+            attempts,
+        })
+    }
+
+    fn backoff_for(&self, retry: u32, server_wait: Option<Duration>) -> Duration {
+        if let Some(wait) = server_wait {
+            return wait.min(MAX_BACKOFF * 4);
+        }
+        let exponential = self
+            .backoff
+            .saturating_mul(1 << (retry - 1).min(16))
+            .min(MAX_BACKOFF);
+        // Equal jitter: half fixed, half random, so retries spread out.
+        let half = exponential / 2;
+        half + half.mul_f64(self.jitter.next_unit())
+    }
+
+    pub(crate) fn status_error(response: &Response) -> ClientError {
+        ClientError::Status {
+            url: scrub_url(response.url()),
+            status: response.status(),
+            message: response.message(),
+        }
+    }
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+fn redirect_target(url: &Url, headers: &HeaderMap) -> Option<Url> {
+    let location = headers.get(http::header::LOCATION)?.to_str().ok()?;
+    url.join(location).ok()
+}
+
+/// Returns true for 2xx statuses.
+pub(crate) fn is_success(status: StatusCode) -> bool {
+    status.is_success()
+}
+
+mod jitter {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A lock-free, seedable source of jitter.
+    #[derive(Debug)]
+    pub(crate) struct JitterRng {
+        state: AtomicU64,
+    }
+
+    impl JitterRng {
+        pub(crate) fn new(seed: u64) -> Self {
+            Self {
+                state: AtomicU64::new(seed),
+            }
+        }
+
+        /// Returns a number in [0, 1).
+        pub(crate) fn next_unit(&self) -> f64 {
+            let mut z = self
+                .state
+                .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+                .wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            (z >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Status requests before a token's first use.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::{apply_probe_result, Inner, TokenPool};
+use crate::error::Error;
+use crate::provider::Probe;
+use crate::status::TokenSnapshot;
+use crate::store::BudgetKey;
+use crate::token::Token;
+
+impl TokenPool {
+    /// Reads the limits of every token that has not been probed yet, once:
+    /// concurrent callers wait for the same round of status requests.
+    pub(super) async fn ensure_ready(&self) {
+        if self.inner.ready.load(Ordering::Acquire) {
+            return;
+        }
+        let _gate = self.inner.probe_gate.lock().await;
+        if self.inner.ready.load(Ordering::Acquire) {
+            return;
+        }
+        let pending: Vec<(usize, Arc<Token>)> = {
+            let state = self.inner.state.lock();
+            state
+                .tokens
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| !e.probed && !e.invalid)
+                .map(|(i, e)| (i, Arc::clone(&e.token)))
+                .collect()
+        };
+        if let Err(error) = self.probe_tokens(&pending, true).await {
+            tracing::warn!(%error, "status requests failed to update the store");
+        }
+        self.inner.ready.store(true, Ordering::Release);
+    }
+
+    /// Reads the current limits of every valid token from the provider's
+    /// status endpoint (free on GitHub), then returns every token's snapshot.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Store`] when a shared store fails.
+    pub async fn refresh_limits(&self) -> Result<Vec<TokenSnapshot>, Error> {
+        if !self.inner.ready.load(Ordering::Acquire) {
+            // The first round also learns each token's account.
+            self.ensure_ready().await;
+            return Ok(self.tokens().await);
+        }
+        let _gate = self.inner.probe_gate.lock().await;
+        let all: Vec<(usize, Arc<Token>)> = {
+            let state = self.inner.state.lock();
+            state
+                .tokens
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| !e.invalid)
+                .map(|(i, e)| (i, Arc::clone(&e.token)))
+                .collect()
+        };
+        self.probe_tokens(&all, false).await?;
+        drop(_gate);
+        Ok(self.tokens().await)
+    }
+
+    async fn probe_tokens(&self, tokens: &[(usize, Arc<Token>)], first: bool) -> Result<(), Error> {
+        let inner = &self.inner;
+        let Some(transport) = inner.transport.as_deref() else {
+            let mut state = inner.state.lock();
+            for (index, _) in tokens {
+                state.tokens[*index].probed = true;
+            }
+            return Ok(());
+        };
+        let probes = tokens.iter().map(|(index, token)| async move {
+            let learn_account = first && token.account().is_none();
+            let result = inner.provider.probe(token, transport, learn_account).await;
+            (*index, result)
+        });
+        let results = futures::future::join_all(probes).await;
+        for (index, result) in &results {
+            apply_probe_result(inner, *index, result);
+            if let Ok(probe) = result {
+                apply_probe_limits(inner, *index, probe).await?;
+            }
+        }
+        inner.settled.notify_waiters();
+        Ok(())
+    }
+}
+
+/// Stores the limits a probe read, under the token's (possibly just learned) account.
+async fn apply_probe_limits(inner: &Inner, token_index: usize, probe: &Probe) -> Result<(), Error> {
+    let now_ms = inner.clock.now_ms();
+    let skew_ms = inner.observe_server_date(probe.server_date_ms, now_ms);
+    let (account, account_name, default_bucket) = {
+        let state = inner.state.lock();
+        let account = state.tokens[token_index].account;
+        (account, Arc::clone(&state.accounts[account]), 0usize)
+    };
+    if probe.unlimited {
+        let key = BudgetKey {
+            account,
+            account_name: &account_name,
+            bucket: default_bucket,
+            bucket_name: inner.default_bucket.as_str(),
+        };
+        store_call!(inner, mark_unlimited_now(key), mark_unlimited(key));
+    }
+    for observation in &probe.observations {
+        let bucket = observation
+            .bucket
+            .clone()
+            .unwrap_or_else(|| inner.default_bucket.clone());
+        let bucket_index = inner.bucket_index(&bucket);
+        let key = BudgetKey {
+            account,
+            account_name: &account_name,
+            bucket: bucket_index,
+            bucket_name: bucket.as_str(),
+        };
+        let local = Inner::to_local(observation, skew_ms);
+        store_call!(
+            inner,
+            observe_now(key, &local),
+            observe(key, &local, now_ms)
+        );
+    }
+    Ok(())
+}

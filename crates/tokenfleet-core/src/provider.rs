@@ -1,0 +1,161 @@
+//! The provider plugin contract and the transport a provider uses for its status requests.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use url::Url;
+
+use crate::token::Token;
+use crate::verdict::{Bucket, Observation, Verdict};
+
+/// The head and body of a response, as a provider classifies it.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseView<'a> {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The response headers.
+    pub headers: &'a HeaderMap,
+    /// The response body, or its first part.
+    pub body: &'a [u8],
+    /// The bucket the pool charged the request to.
+    pub bucket: &'a Bucket,
+}
+
+/// A failure to send a request or to read its response.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct TransportError {
+    /// What failed, without any secret or token-bearing URL.
+    pub message: String,
+}
+
+/// Sends HTTP requests for the pool's own calls (status endpoints).
+///
+/// The pool lives in a crate without an HTTP client, so the client crate
+/// supplies one through this trait.
+#[async_trait]
+pub trait Transport: Send + Sync + fmt::Debug {
+    /// Sends one request and returns the whole response.
+    async fn send(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, TransportError>;
+}
+
+/// What a status request found out about a token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Probe {
+    /// The account the provider charges the token to, when it could be learned.
+    pub account: Option<String>,
+    /// The limits of every bucket the status endpoint lists.
+    pub observations: Vec<Observation>,
+    /// The provider has rate limiting turned off, so no budget is known or needed.
+    pub unlimited: bool,
+    /// Why the token should be used last (for example it only gets the
+    /// anonymous budget), when it should.
+    pub degraded: Option<String>,
+    /// The server's `Date`, in epoch milliseconds.
+    pub server_date_ms: Option<u64>,
+}
+
+/// Why a status request did not produce a [`Probe`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbeError {
+    /// The provider rejected the token as invalid, expired or revoked.
+    #[error("the provider rejected the token: {0}")]
+    InvalidToken(String),
+    /// The provider has no status endpoint; budgets are learned from responses.
+    #[error("the provider has no status endpoint")]
+    Unsupported,
+    /// The status request failed for another reason.
+    #[error("status request failed: {0}")]
+    Failed(String),
+}
+
+/// A code-hosting API: how to authenticate, which bucket a request uses
+/// and how to read limits and verdicts from responses.
+///
+/// Implementations register with typetag under their `type` name so that a
+/// config file can name them:
+///
+/// ```ignore
+/// #[typetag::serde(name = "my_forge")]
+/// #[async_trait::async_trait]
+/// impl Provider for MyForge { /* ... */ }
+/// ```
+#[typetag::serde(tag = "type")]
+#[async_trait]
+pub trait Provider: Send + Sync + fmt::Debug {
+    /// Returns the provider's `type` name, such as `github`.
+    fn kind(&self) -> &'static str;
+
+    /// Returns the API base URL. Tokens are sent only to this URL's host.
+    fn base_url(&self) -> &Url;
+
+    /// Returns the bucket that token statuses and counts refer to by default.
+    fn default_bucket(&self) -> Bucket;
+
+    /// Returns the bucket a request draws from.
+    fn bucket_for(&self, method: &Method, url: &Url) -> Bucket;
+
+    /// Puts the token and the provider's recommended headers on a request.
+    fn authorize(&self, headers: &mut HeaderMap, token: &Token);
+
+    /// Reads a response into a verdict.
+    fn classify(&self, response: &ResponseView<'_>) -> Verdict;
+
+    /// Reads a token's limits without spending budget, and learns its
+    /// account when `learn_account` is true.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ProbeError::Unsupported`] when the provider has no status
+    /// endpoint (the default), [`ProbeError::InvalidToken`] when the
+    /// provider rejects the token.
+    async fn probe(
+        &self,
+        token: &Token,
+        transport: &dyn Transport,
+        learn_account: bool,
+    ) -> Result<Probe, ProbeError> {
+        let _ = (token, transport, learn_account);
+        Err(ProbeError::Unsupported)
+    }
+}
+
+/// Returns true when `url` points at the host, port and scheme of `base`,
+/// the only place a provider's tokens may be sent.
+pub fn same_origin(base: &Url, url: &Url) -> bool {
+    base.scheme() == url.scheme()
+        && base.host_str() == url.host_str()
+        && base.port_or_known_default() == url.port_or_known_default()
+}
+
+/// A shared provider.
+pub type SharedProvider = Arc<dyn Provider>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Stops compiling if `Provider` stops being usable as a trait object.
+    #[allow(dead_code)]
+    fn provider_is_object_safe(_: &dyn Provider) {}
+
+    #[test]
+    fn same_origin_compares_scheme_host_port() {
+        let base = Url::parse("https://api.github.com").unwrap();
+        let same = Url::parse("https://api.github.com:443/users/x/repos?page=2").unwrap();
+        let other_host = Url::parse("https://evil.example/users").unwrap();
+        let other_scheme = Url::parse("http://api.github.com/users").unwrap();
+        let other_port = Url::parse("https://api.github.com:8443/users").unwrap();
+        assert!(same_origin(&base, &same));
+        assert!(!same_origin(&base, &other_host));
+        assert!(!same_origin(&base, &other_scheme));
+        assert!(!same_origin(&base, &other_port));
+    }
+}

@@ -1,0 +1,3 @@
+//! Integration tests of the provider simulators, run over loopback HTTP.
+
+mod github;

@@ -1,0 +1,75 @@
+//! tokenfleet spreads API calls over a pool of access tokens for
+//! code-hosting providers, tracks every token's rate limits, rotates away
+//! from limited or invalid tokens and says when budget returns.
+//!
+//! Start with [`Fleet::from_config_file`] or [`Fleet::builder`]; see the
+//! README for the concepts and the configuration keys.
+
+#![deny(missing_docs)]
+
+pub mod config;
+mod fleet;
+
+pub use fleet::{Fleet, FleetBuilder, FleetError};
+
+pub use tokenfleet_client as client;
+pub use tokenfleet_client::{Client, ClientError, Response};
+pub use tokenfleet_core as core;
+pub use tokenfleet_core::{
+    async_trait, Bucket, Candidate, ChoiceContext, Clock, Error, LimitKind, ManualClock, Outcome,
+    Provider, RotationStrategy, SystemClock, Token, TokenId, TokenPool, TokenSnapshot, TokenStatus,
+    Verdict, WaitPolicy,
+};
+
+#[cfg(feature = "github")]
+pub use tokenfleet_github as github;
+#[cfg(feature = "priority")]
+pub use tokenfleet_priority::Priority;
+#[cfg(feature = "rate-aware")]
+pub use tokenfleet_rate_aware::RateAware;
+#[cfg(feature = "round-robin")]
+pub use tokenfleet_round_robin::RoundRobin;
+
+/// Returns the `type` names of every strategy linked into this program,
+/// including ones registered by crates outside this workspace.
+pub fn registered_strategies() -> Vec<String> {
+    registered_names(|value| {
+        serde_path_to_error::deserialize::<_, Box<dyn RotationStrategy>>(value)
+            .err()
+            .map(|e| e.inner().message().to_owned())
+    })
+}
+
+/// Returns the `type` names of every provider linked into this program.
+pub fn registered_providers() -> Vec<String> {
+    registered_names(|value| {
+        serde_path_to_error::deserialize::<_, Box<dyn Provider>>(value)
+            .err()
+            .map(|e| e.inner().message().to_owned())
+    })
+}
+
+/// Reads typetag's registry through the error it gives for a type name no
+/// plugin uses: "unknown variant `x`, expected one of `a`, `b`".
+fn registered_names(attempt: impl Fn(toml::Value) -> Option<String>) -> Vec<String> {
+    let mut table = toml::Table::new();
+    table.insert(
+        "type".into(),
+        toml::Value::String("\u{1}unregistered".into()),
+    );
+    let Some(message) = attempt(toml::Value::Table(table)) else {
+        return Vec::new();
+    };
+    let Some((_, expected)) = message.split_once("expected") else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = expected
+        .split('`')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, name)| name.to_owned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
