@@ -11,6 +11,7 @@ use std::fmt;
 use std::path::Path;
 
 use secrecy::{ExposeSecret, SecretString};
+use serde::de::value::MapDeserializer;
 use tokenfleet_core::{Provider, RotationStrategy, Token, WaitPolicy};
 use toml::Value;
 
@@ -39,6 +40,10 @@ pub struct ProviderConfig {
     /// The `tokens_env` variable, holding a comma-separated list.
     pub tokens_env: Option<String>,
     pub(crate) index: usize,
+    /// Whether the table sets `name`, so a duplicate points at that key.
+    pub(crate) named: bool,
+    /// The line of `tokens_env`, for errors found when it is read.
+    pub(crate) tokens_env_line: Option<usize>,
 }
 
 /// Where a token's secret comes from.
@@ -73,6 +78,8 @@ pub struct TokenConfig {
     pub reserve: u64,
     /// A label shown in place of the fingerprint.
     pub label: Option<String>,
+    /// The line of the entry's source key, for errors found when it is read.
+    pub(crate) line: Option<usize>,
 }
 
 /// A configuration error, with its place in the file.
@@ -160,16 +167,13 @@ pub fn parse(text: &str, origin: &str) -> Result<FleetConfig, ConfigError> {
         file: origin.to_owned(),
         line: error.span().map(|span| line_of(text, span.start)),
         key: String::new(),
-        message: format!(
-            "invalid TOML: {}",
-            error.message().trim_end().trim_end_matches('.')
-        ),
+        message: format!("invalid TOML: {}", one_line(error.message())),
     })?;
     let root: toml::Table = toml::from_str(text).map_err(|error| ConfigError {
         file: origin.to_owned(),
         line: error.span().map(|span| line_of(text, span.start)),
         key: String::new(),
-        message: format!("invalid TOML: {}", error.message()),
+        message: format!("invalid TOML: {}", one_line(error.message())),
     })?;
     let parser = Parser {
         text,
@@ -186,10 +190,14 @@ struct Parser<'a> {
 }
 
 impl Parser<'_> {
+    fn line(&self, path: &[Segment]) -> Option<usize> {
+        locate(self.document, path).map(|offset| line_of(self.text, offset))
+    }
+
     fn error(&self, path: &[Segment], message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.origin.to_owned(),
-            line: locate(self.document, path).map(|offset| line_of(self.text, offset)),
+            line: self.line(path),
             key: render(path),
             message: message.into(),
         }
@@ -232,11 +240,15 @@ impl Parser<'_> {
         let mut names: Vec<&str> = Vec::new();
         for provider in &providers {
             if names.contains(&provider.name.as_str()) {
+                let mut at = vec![
+                    Segment::Key("providers".into()),
+                    Segment::Index(provider.index),
+                ];
+                if provider.named {
+                    at.push(Segment::Key("name".into()));
+                }
                 return Err(self.error(
-                    &[
-                        Segment::Key("providers".into()),
-                        Segment::Index(provider.index),
-                    ],
+                    &at,
                     format!(
                         "a second provider is named {:?}; give one of them a distinct `name`",
                         provider.name
@@ -323,15 +335,30 @@ impl Parser<'_> {
         value: &Value,
         path: &[Segment],
     ) -> Result<Box<dyn RotationStrategy>, ConfigError> {
-        serde_path_to_error::deserialize::<_, Box<dyn RotationStrategy>>(value.clone())
-            .map_err(|error| self.plugin_error(path, error, "strategy"))
+        let Value::Table(table) = value else {
+            unreachable!("the caller checked that `strategy` is a table");
+        };
+        serde_path_to_error::deserialize(tag_first(table.clone())).map_err(|error| {
+            self.plugin_error(
+                path,
+                error,
+                "strategy",
+                &[],
+                &crate::registered_strategies(),
+            )
+        })
     }
 
+    /// Maps a plugin's deserialization error to the key it is about.
+    /// `pool_keys` are the keys this module removes from the table before
+    /// deserializing the plugin, and they are listed among the valid keys.
     fn plugin_error(
         &self,
         path: &[Segment],
         error: serde_path_to_error::Error<toml::de::Error>,
         what: &str,
+        pool_keys: &[&str],
+        registered: &[String],
     ) -> ConfigError {
         let mut at = path.to_vec();
         for segment in error.path().iter() {
@@ -341,17 +368,49 @@ impl Parser<'_> {
                 _ => {}
             }
         }
-        let message = error.inner().message().trim_end_matches('.').to_owned();
-        let message = if message.starts_with("unknown variant") {
+        let message = one_line(error.inner().message());
+
+        // typetag reports an unregistered `type` as serde's unknown variant
+        // at the `type` key. The same message deeper down comes from an
+        // enum inside the plugin and keeps its own path.
+        let at_tag = match &at[path.len()..] {
+            [] => true,
+            [Segment::Key(key)] => key == "type",
+            _ => false,
+        };
+        if message.starts_with("unknown variant") && at_tag {
             at.truncate(path.len());
             at.push(Segment::Key("type".into()));
-            format!(
-                "unknown {what} type: {}",
-                message.trim_start_matches("unknown variant ")
-            )
-        } else {
-            message
-        };
+            let name = backquoted(&message).into_iter().next().unwrap_or_default();
+            return self.error(
+                &at,
+                format!(
+                    "unknown {what} type `{name}`; registered {what} types are {}",
+                    quote_list(registered)
+                ),
+            );
+        }
+
+        // serde's message for `deny_unknown_fields` names the key and the
+        // valid ones in backquotes.
+        if message.starts_with("unknown field") {
+            let names = backquoted(&message);
+            if let Some((key, expected)) = names.split_first() {
+                if !matches!(at.last(), Some(Segment::Key(last)) if last == key) {
+                    at.push(Segment::Key(key.clone()));
+                }
+                let mut valid = vec!["type".to_owned()];
+                valid.extend(expected.iter().cloned());
+                valid.extend(pool_keys.iter().map(|k| (*k).to_owned()));
+                return self.error(
+                    &at,
+                    format!(
+                        "unknown {what} key `{key}`; valid keys are {}",
+                        quote_list(&valid)
+                    ),
+                );
+            }
+        }
         self.error(&at, message)
     }
 
@@ -377,6 +436,9 @@ impl Parser<'_> {
         let tokens_value = plugin.remove("tokens");
         let tokens_env = match plugin.remove("tokens_env") {
             None => None,
+            Some(Value::String(var)) if looks_like_token(&var) => {
+                return Err(self.error(&child(&path, "tokens_env"), TOKEN_AS_ENV_NAME))
+            }
             Some(Value::String(var)) if is_env_name(&var) => Some(var),
             Some(_) => {
                 return Err(self.error(
@@ -386,17 +448,27 @@ impl Parser<'_> {
             }
         };
 
-        let provider: Box<dyn Provider> = serde_path_to_error::deserialize(Value::Table(plugin))
+        let provider: Box<dyn Provider> = serde_path_to_error::deserialize(tag_first(plugin))
             .map_err(|error| {
-                let mut message_error = self.plugin_error(&path, error, "provider");
-                if message_error.message.starts_with("unknown field") {
-                    message_error.message.push_str(&format!(
-                        "; the pool itself also reads {}",
-                        quote_list(&PROVIDER_KEYS)
-                    ));
+                let registered = crate::registered_providers();
+                let mut error =
+                    self.plugin_error(&path, error, "provider", &PROVIDER_KEYS, &registered);
+                if error.key == format!("{}.base_url", render(&path)) {
+                    error.message.push_str(&base_url_hint(entry));
                 }
-                message_error
+                error
             })?;
+
+        // Credentials in the URL would show in the provider's `Debug` output
+        // and travel with every request, so they are rejected unrepeated.
+        let base_url = provider.base_url();
+        if !base_url.username().is_empty() || base_url.password().is_some() {
+            return Err(self.error(
+                &child(&path, "base_url"),
+                "the URL contains credentials; remove them and put the token in `tokens` \
+                 or `tokens_env`",
+            ));
+        }
 
         let tokens = match tokens_value {
             None => Vec::new(),
@@ -418,11 +490,13 @@ impl Parser<'_> {
         };
 
         Ok(ProviderConfig {
+            named: name.is_some(),
             name: name.unwrap_or_else(|| provider.kind().to_owned()),
             provider: std::sync::Arc::from(provider),
             tokens,
             tokens_env,
             index,
+            tokens_env_line: self.line(&child(&path, "tokens_env")),
         })
     }
 
@@ -445,6 +519,9 @@ impl Parser<'_> {
                     "missing the secret's source: add `env = \"VARIABLE\"` (recommended) or `value = \"...\"`",
                 ))
             }
+            (Some(Value::String(var)), None) if looks_like_token(var) => {
+                return Err(self.error(&child(path, "env"), TOKEN_AS_ENV_NAME))
+            }
             (Some(Value::String(var)), None) if is_env_name(var) => TokenSource::Env(var.clone()),
             (Some(_), None) => {
                 return Err(self.error(
@@ -460,7 +537,12 @@ impl Parser<'_> {
             }
         };
 
+        let source_key = match source {
+            TokenSource::Env(_) => "env",
+            TokenSource::Value(_) => "value",
+        };
         Ok(TokenConfig {
+            line: self.line(&child(path, source_key)),
             source,
             priority: self.small_integer(table, path, "priority", 0)? as u32,
             weight: self.small_integer(table, path, "weight", 1)? as u32,
@@ -558,13 +640,14 @@ impl ProviderConfig {
     ///
     /// # Errors
     ///
-    /// Returns a [`ConfigError`] naming the entry whose variable is unset
-    /// or empty.
+    /// Returns a [`ConfigError`] naming the line and key of the entry whose
+    /// variable is unset, empty or not UTF-8, or whose `tokens_env` list
+    /// contains no token.
     pub fn resolve_tokens(&self, origin: &str) -> Result<Vec<Token>, ConfigError> {
         let prefix = format!("providers[{}]", self.index);
-        let fail = |key: String, message: String| ConfigError {
+        let fail = |line: Option<usize>, key: String, message: String| ConfigError {
             file: origin.to_owned(),
-            line: None,
+            line,
             key,
             message,
         };
@@ -576,12 +659,21 @@ impl ProviderConfig {
                     Ok(value) if !value.trim().is_empty() => value,
                     Ok(_) => {
                         return Err(fail(
+                            entry.line,
                             format!("{key}.env"),
                             format!("environment variable {var} is empty; set it to the token"),
                         ))
                     }
-                    Err(_) => {
+                    Err(std::env::VarError::NotUnicode(_)) => {
                         return Err(fail(
+                            entry.line,
+                            format!("{key}.env"),
+                            format!("environment variable {var} is not valid UTF-8; set it to the token"),
+                        ))
+                    }
+                    Err(std::env::VarError::NotPresent) => {
+                        return Err(fail(
+                            entry.line,
                             format!("{key}.env"),
                             format!("environment variable {var} is not set; export it with the token, or remove this entry"),
                         ))
@@ -590,6 +682,7 @@ impl ProviderConfig {
                 TokenSource::Value(secret) => {
                     tracing::warn!(
                         file = origin,
+                        line = entry.line,
                         key = %key,
                         "a token is written in the config file; prefer `env = \"VARIABLE\"`"
                     );
@@ -609,27 +702,116 @@ impl ProviderConfig {
             tokens.push(token);
         }
         if let Some(var) = &self.tokens_env {
-            let list = std::env::var(var).map_err(|_| {
-                fail(
-                    format!("{prefix}.tokens_env"),
-                    format!("environment variable {var} is not set; export it as a comma-separated list of tokens"),
-                )
-            })?;
-            tokens.extend(
-                list.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(Token::new),
-            );
+            let key = format!("{prefix}.tokens_env");
+            let list = match std::env::var(var) {
+                Ok(list) => list,
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    return Err(fail(
+                        self.tokens_env_line,
+                        key,
+                        format!("environment variable {var} is not valid UTF-8; set it to a comma-separated list of tokens"),
+                    ))
+                }
+                Err(std::env::VarError::NotPresent) => {
+                    return Err(fail(
+                        self.tokens_env_line,
+                        key,
+                        format!("environment variable {var} is not set; export it as a comma-separated list of tokens"),
+                    ))
+                }
+            };
+            let listed: Vec<Token> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(Token::new)
+                .collect();
+            if listed.is_empty() {
+                return Err(fail(
+                    self.tokens_env_line,
+                    key,
+                    format!("environment variable {var} contains no token; set it to a comma-separated list of tokens"),
+                ));
+            }
+            tokens.extend(listed);
         }
         Ok(tokens)
     }
+}
+
+/// Presents a plugin table with `type` as its first key. typetag (0.2)
+/// streams the keys that follow a leading tag to the plugin, so errors keep
+/// their key path, but it buffers a table whose tag comes later and then
+/// loses the path. `toml::Table` sorts its keys unless toml's
+/// `preserve_order` feature is on, which puts `base_url` before `type`.
+fn tag_first(
+    mut table: toml::Table,
+) -> MapDeserializer<'static, std::vec::IntoIter<(String, Value)>, toml::de::Error> {
+    let mut entries = Vec::with_capacity(table.len());
+    if let Some(tag) = table.remove("type") {
+        entries.push(("type".to_owned(), tag));
+    }
+    entries.extend(table);
+    MapDeserializer::new(entries.into_iter())
+}
+
+/// Joins a multi-line parser message into one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(|line| line.trim().trim_end_matches('.'))
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Returns the names serde puts in backquotes, in order.
+fn backquoted(message: &str) -> Vec<String> {
+    message
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
 }
 
 fn child(path: &[Segment], key: &str) -> Vec<Segment> {
     let mut at = path.to_vec();
     at.push(Segment::Key(key.to_owned()));
     at
+}
+
+/// The error for a secret written where a variable name belongs. It does
+/// not repeat the value, because that value is probably the secret.
+const TOKEN_AS_ENV_NAME: &str =
+    "this looks like a token, not the name of an environment variable; \
+     export the token in a variable and write the variable's name here, such as \"GITHUB_TOKEN\"";
+
+/// Recognizes a secret written in place of a variable name: a known token
+/// prefix (GitHub's `ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_` and
+/// `github_pat_`), or 32 characters or more without an underscore, as in
+/// GitHub's older 40-character hex tokens. Variable names are rarely that long
+/// without one.
+fn looks_like_token(name: &str) -> bool {
+    const PREFIXES: [&str; 6] = ["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"];
+    PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+        || (name.len() >= 32 && !name.contains('_'))
+}
+
+/// Suggests a valid `base_url`, taking the example from the provider's
+/// default when its table without `base_url` deserializes.
+fn base_url_hint(entry: &Value) -> String {
+    let mut table = toml::Table::new();
+    if let Some(kind) = entry.get("type") {
+        table.insert("type".into(), kind.clone());
+    }
+    match serde_path_to_error::deserialize::<_, Box<dyn Provider>>(tag_first(table)) {
+        Ok(provider) => format!(
+            "; write an absolute URL such as \"{}\"",
+            provider.base_url().as_str().trim_end_matches('/')
+        ),
+        Err(_) => "; write an absolute URL such as \"https://HOST/api\"".to_owned(),
+    }
 }
 
 fn is_env_name(name: &str) -> bool {

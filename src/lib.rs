@@ -1,6 +1,6 @@
 //! tokenfleet spreads API calls over a pool of access tokens for
 //! code-hosting providers, tracks every token's rate limits, rotates away
-//! from limited or invalid tokens and says when budget returns.
+//! from limited or invalid tokens and reports when budget returns.
 //!
 //! Start with [`Fleet::from_config_file`] or [`Fleet::builder`]; see the
 //! README for the concepts and the configuration keys.

@@ -1,5 +1,6 @@
 //! The `tokenfleet` command: list repositories and token statuses through a token pool.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,7 +14,13 @@ mod output;
 
 /// Spread API calls over a pool of tokens, with rate-limit tracking.
 #[derive(Debug, Parser)]
-#[command(name = "tokenfleet", version, about)]
+#[command(
+    name = "tokenfleet",
+    version,
+    about,
+    after_help = "Exit status: 0 on success, 1 when a request or the configuration failed, \
+                  2 for invalid arguments."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,9 +44,11 @@ struct Source {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
-    /// The provider to use, by its name in the configuration.
-    #[arg(long, default_value = "github")]
-    provider: String,
+    /// The provider to use, by its name in the configuration. `repos`
+    /// defaults to the only provider, or else the one named "github";
+    /// `status` defaults to every provider.
+    #[arg(long, value_name = "NAME")]
+    provider: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +76,7 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     let cli = Cli::parse();
@@ -82,8 +92,48 @@ async fn main() -> ExitCode {
 /// A fleet and, in simulation, the simulator that must outlive it.
 struct Session {
     fleet: Fleet,
-    provider: String,
     _simulator: Option<tokenfleet_testkit::GithubSimulator>,
+}
+
+impl Session {
+    /// Returns the providers a command works on: the one `--provider`
+    /// names, else every provider.
+    fn selected(&self, source: &Source) -> Result<Vec<String>, String> {
+        let names = self.fleet.providers();
+        if names.is_empty() {
+            return Err("the configuration has no `[[providers]]` table".to_owned());
+        }
+        match &source.provider {
+            Some(name) if names.contains(&name.as_str()) => Ok(vec![name.clone()]),
+            Some(name) => Err(format!(
+                "no provider named {name:?}; the configuration has {}",
+                quote_names(&names)
+            )),
+            None => Ok(names.iter().map(|n| (*n).to_owned()).collect()),
+        }
+    }
+
+    /// Returns the one provider `repos` uses: the `--provider`, else the
+    /// only one, else the one named "github".
+    fn single(&self, source: &Source) -> Result<String, String> {
+        let mut selected = self.selected(source)?;
+        match selected.len() {
+            1 => Ok(selected.remove(0)),
+            _ if selected.iter().any(|n| n == "github") => Ok("github".to_owned()),
+            _ => Err(format!(
+                "the configuration has several providers ({}); choose one with --provider NAME",
+                quote_names(&self.fleet.providers())
+            )),
+        }
+    }
+}
+
+fn quote_names(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn open(source: &Source, owners: &[String]) -> Result<Session, String> {
@@ -108,7 +158,6 @@ async fn open(source: &Source, owners: &[String]) -> Result<Session, String> {
         );
         return Ok(Session {
             fleet,
-            provider: "github".to_owned(),
             _simulator: Some(demo.simulator),
         });
     }
@@ -125,16 +174,8 @@ async fn open(source: &Source, owners: &[String]) -> Result<Session, String> {
                 .map_err(|e| e.to_string())?
         }
     };
-    if fleet.client(&source.provider).is_none() {
-        return Err(format!(
-            "no provider named {:?}; the configuration has {}",
-            source.provider,
-            fleet.providers().join(", ")
-        ));
-    }
     Ok(Session {
         fleet,
-        provider: source.provider.clone(),
         _simulator: None,
     })
 }
@@ -165,10 +206,11 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
 
 async fn repos(source: &Source, owners: &[String]) -> Result<ExitCode, String> {
     let session = open(source, owners).await?;
+    let provider = session.single(source)?;
     let client = session
         .fleet
-        .client(&session.provider)
-        .ok_or("provider missing")?;
+        .client(&provider)
+        .ok_or_else(|| format!("no provider named {provider:?}"))?;
     let mut failed = false;
     let mut all: Vec<(String, Repository)> = Vec::new();
     for owner in owners {
@@ -205,25 +247,49 @@ async fn status(source: &Source) -> Result<ExitCode, String> {
     let session = open(source, &[]).await?;
     let mut code = ExitCode::SUCCESS;
     let mut rows: Vec<(String, TokenSnapshot)> = Vec::new();
-    for name in session.fleet.providers() {
-        let client = session.fleet.client(name).ok_or("provider missing")?;
-        let tokens = match client.pool().refresh_limits().await {
-            Ok(tokens) => tokens,
-            Err(error) => return Err(error.to_string()),
-        };
-        if !tokens.is_empty()
-            && tokens
-                .iter()
-                .all(|t| t.status == tokenfleet::TokenStatus::Invalid)
-        {
-            eprintln!("error: every {name} token was rejected as invalid");
+    for name in session.selected(source)? {
+        let client = session
+            .fleet
+            .client(&name)
+            .ok_or_else(|| format!("no provider named {name:?}"))?;
+        let tokens =
+            client.pool().refresh_limits().await.map_err(|error| {
+                format!("reading the limits of the {name} tokens failed: {error}")
+            })?;
+        if let Some(problem) = pool_problem(&name, &tokens) {
+            eprintln!("error: {problem}");
             code = ExitCode::FAILURE;
         }
-        rows.extend(tokens.into_iter().map(|t| (name.to_owned(), t)));
+        rows.extend(tokens.into_iter().map(|t| (name.clone(), t)));
     }
     match source.format {
         Format::Json => output::print_status_json(&rows),
         Format::Table => output::print_status_table(&rows),
     }
     Ok(code)
+}
+
+/// Describes why a provider's pool cannot serve any request, if it cannot.
+fn pool_problem(name: &str, tokens: &[TokenSnapshot]) -> Option<String> {
+    if tokens.is_empty() {
+        return Some(format!(
+            "the {name} pool has no tokens; add `tokens` or `tokens_env` to its configuration"
+        ));
+    }
+    if tokens
+        .iter()
+        .all(|t| t.status == tokenfleet::TokenStatus::Invalid)
+    {
+        return Some(format!("every {name} token was rejected as invalid"));
+    }
+    // A valid token without any bucket has received no response yet.
+    if tokens
+        .iter()
+        .all(|t| t.status == tokenfleet::TokenStatus::Invalid || t.buckets.is_empty())
+    {
+        return Some(format!(
+            "no {name} token's limits could be read; check the provider's base_url and the network"
+        ));
+    }
+    None
 }

@@ -86,6 +86,8 @@ pub(crate) fn print_status_table(rows: &[(String, TokenSnapshot)]) {
             status
         );
     }
+    let available = rows.iter().filter(|(_, t)| t.status.is_available()).count();
+    println!("{} tokens, {available} available", rows.len());
 }
 
 /// Prints token statuses as one JSON object per line.

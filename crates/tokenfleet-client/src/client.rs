@@ -17,8 +17,8 @@ use crate::transport::ReqwestTransport;
 
 /// How many times a transient failure of an idempotent request is retried.
 const DEFAULT_MAX_RETRIES: u32 = 4;
-/// How many rate-limit or invalid-token answers one request may meet
-/// before it fails; each one rotates to another token or waits.
+/// How many rate-limit or invalid-token responses one request may meet
+/// before it fails. Each one rotates to another token or waits.
 const DEFAULT_MAX_ROTATIONS: u32 = 16;
 const DEFAULT_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -75,7 +75,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Sets how many rate-limit or invalid-token answers one request may
+    /// Sets how many rate-limit or invalid-token responses one request may
     /// meet before it fails (default 16).
     pub fn max_rotations(mut self, rotations: u32) -> Self {
         self.max_rotations = rotations;
@@ -184,11 +184,11 @@ impl Client {
         self.send(Method::GET, url, HeaderMap::new(), None).await
     }
 
-    /// Sends a request through the pool and returns the provider's answer.
+    /// Sends a request through the pool and returns the provider's response.
     ///
     /// Rate limits and invalid tokens rotate to another token (or wait, as
     /// the pool's wait policy says); transient failures of idempotent
-    /// requests are retried with backoff. Any other answer, success or
+    /// requests are retried with backoff. Any other response, success or
     /// not, is returned as a [`Response`].
     ///
     /// # Errors
@@ -220,7 +220,7 @@ impl Client {
                 return Err(ClientError::ForeignHost {
                     provider: provider.kind().to_owned(),
                     url: scrub_url(&url),
-                    base: provider.base_url().to_string(),
+                    base: scrub_url(provider.base_url()),
                 });
             }
             let bucket = provider.bucket_for(&method, &url);
@@ -306,7 +306,7 @@ impl Client {
                         return Err(ClientError::TooManyAttempts {
                             url: scrub_url(&url),
                             attempts,
-                            message: format!("last answer was {status} ({:?})", verdict.outcome),
+                            message: format!("last response was {status} ({:?})", verdict.outcome),
                         });
                     }
                     continue;

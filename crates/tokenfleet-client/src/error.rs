@@ -29,7 +29,7 @@ pub enum ClientError {
         /// How many attempts were made.
         attempts: u32,
     },
-    /// The provider kept answering with a server error.
+    /// The provider kept returning a server error.
     #[error("{url} answered {status} after {attempts} attempt(s)")]
     Server {
         /// The request URL, without secrets.
@@ -46,10 +46,10 @@ pub enum ClientError {
         url: String,
         /// How many attempts were made.
         attempts: u32,
-        /// The last answer.
+        /// The last response.
         message: String,
     },
-    /// The provider answered with an error status the operation cannot use.
+    /// The provider returned an error status the operation cannot use.
     #[error("{url} answered {status}: {message}")]
     Status {
         /// The request URL, without secrets.

@@ -75,7 +75,7 @@ const PER_PAGE: u32 = 100;
 /// GitHub returns at most 1,000 results per search query.
 const SEARCH_RESULT_CAP: usize = 1_000;
 
-/// GitHub operations of a [`Client`] whose pool holds GitHub tokens.
+/// GitHub operations of a [`Client`] whose pool contains GitHub tokens.
 #[derive(Debug, Clone, Copy)]
 pub struct Github<'a> {
     client: &'a Client,
@@ -170,6 +170,10 @@ impl Github<'_> {
     /// Fetches one page. A 404 on a later page that another token served
     /// may mean the new token cannot see the resource, so the page is tried
     /// again before the 404 counts.
+    ///
+    /// NOTE: the retry goes to whichever token the strategy picks, often
+    /// the same one, because the pool cannot be asked to skip a token.
+    /// The listing then fails with the 404 rather than return a partial list.
     async fn page(
         &self,
         url: &Url,

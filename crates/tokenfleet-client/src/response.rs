@@ -1,5 +1,7 @@
 //! A response read in full.
 
+use std::fmt;
+
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
@@ -10,7 +12,11 @@ use crate::error::ClientError;
 use crate::scrub_url;
 
 /// A response whose body has been read, with the token that fetched it.
-#[derive(Debug, Clone)]
+///
+/// `Debug` shows the URL without token query parameters and only the
+/// names of the headers, because a server may put a token into a URL,
+/// for example into the `Link` header.
+#[derive(Clone)]
 pub struct Response {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
@@ -18,6 +24,20 @@ pub struct Response {
     pub(crate) url: Url,
     pub(crate) token: Option<TokenId>,
     pub(crate) attempts: u32,
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let header_names: Vec<&str> = self.headers.keys().map(|name| name.as_str()).collect();
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("url", &scrub_url(&self.url))
+            .field("token", &self.token)
+            .field("attempts", &self.attempts)
+            .field("headers", &header_names)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl Response {
@@ -36,7 +56,7 @@ impl Response {
         &self.body
     }
 
-    /// Returns the URL that answered, after redirects.
+    /// Returns the URL of the response, after redirects.
     pub fn url(&self) -> &Url {
         &self.url
     }
@@ -74,5 +94,32 @@ impl Response {
         }
         let text = String::from_utf8_lossy(&self.body);
         text.chars().take(200).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CANARY: &str = "ghp_CANARY0000000000000000000000000000";
+
+    #[test]
+    fn debug_hides_token_in_url_and_headers() {
+        let next = format!("<https://api.github.com/x?page=2&access_token={CANARY}>; rel=\"next\"");
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::LINK, next.parse().unwrap());
+        let url = format!("https://api.github.com/x?access_token={CANARY}");
+        let response = Response {
+            status: StatusCode::OK,
+            headers,
+            body: Bytes::from_static(b"[]"),
+            url: Url::parse(&url).unwrap(),
+            token: None,
+            attempts: 1,
+        };
+
+        let debug = format!("{response:?}");
+        assert!(!debug.contains("CANARY"), "{debug}");
+        assert!(debug.contains("link"), "{debug}");
     }
 }

@@ -30,7 +30,7 @@ impl Transport for ReqwestTransport {
         let url = url::Url::parse(&parts.uri.to_string()).map_err(|e| TransportError {
             message: format!("invalid status URL: {e}"),
         })?;
-        let shown = scrub_url(&url);
+        let safe_url = scrub_url(&url);
         let response = self
             .http
             .request(parts.method, url)
@@ -39,12 +39,12 @@ impl Transport for ReqwestTransport {
             .send()
             .await
             .map_err(|e| TransportError {
-                message: format!("{shown}: {}", e.without_url()),
+                message: format!("{safe_url}: {}", e.without_url()),
             })?;
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(|e| TransportError {
-            message: format!("{shown}: reading the body failed: {}", e.without_url()),
+            message: format!("{safe_url}: reading the body failed: {}", e.without_url()),
         })?;
         let mut out = http::Response::new(body);
         *out.status_mut() = status;

@@ -80,7 +80,7 @@ pub enum Error {
     Strategy {
         /// The strategy's `type` name.
         strategy: String,
-        /// What went wrong.
+        /// The failure.
         message: String,
     },
     /// The state store failed.

@@ -1,7 +1,7 @@
 //! The token pool: one provider's tokens, a strategy and a state store.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +31,7 @@ macro_rules! store_call {
 }
 
 mod lease;
+mod local;
 mod probe;
 mod snapshot;
 
@@ -66,8 +67,8 @@ pub enum WaitPolicy {
 ///
 /// Cloning is cheap and every clone shares the same state. Tasks call
 /// [`TokenPool::acquire`] concurrently; each lease reserves one unit of its
-/// account's budget, and the reservations never add up past a budget the
-/// pool knows.
+/// account's budget, and the reservations never add up past a known
+/// budget.
 #[derive(Debug, Clone)]
 pub struct TokenPool {
     inner: Arc<Inner>,
@@ -86,6 +87,8 @@ struct Inner {
     ready: AtomicBool,
     probe_gate: tokio::sync::Mutex<()>,
     settled: Notify,
+    /// Tasks registered on `settled`; settling skips `Notify` when zero.
+    waiters: AtomicUsize,
     random: AtomicU64,
     /// Server time minus local time in milliseconds; `i64::MIN` until measured.
     skew_ms: AtomicI64,
@@ -96,6 +99,8 @@ struct PoolState {
     tokens: Vec<TokenEntry>,
     accounts: Vec<Arc<str>>,
     buckets: Vec<Bucket>,
+    /// Buffers reused by every `acquire`, so the in-memory path does not allocate.
+    scratch: local::Scratch,
 }
 
 #[derive(Debug)]
@@ -238,6 +243,7 @@ impl TokenPoolBuilder {
             tokens: Vec::with_capacity(self.tokens.len()),
             accounts: Vec::new(),
             buckets: vec![default_bucket.clone()],
+            scratch: local::Scratch::default(),
         };
         for token in self.tokens {
             state.push_token(token);
@@ -254,6 +260,7 @@ impl TokenPoolBuilder {
             ready: AtomicBool::new(false),
             probe_gate: tokio::sync::Mutex::new(()),
             settled: Notify::new(),
+            waiters: AtomicUsize::new(0),
             random: AtomicU64::new(self.seed.unwrap_or_else(rand::random)),
             skew_ms: AtomicI64::new(i64::MIN),
         };
@@ -263,7 +270,7 @@ impl TokenPoolBuilder {
     }
 }
 
-/// What one pass of `acquire` found.
+/// The result of one pass of `acquire`.
 enum Attempt {
     Leased(Lease),
     /// No candidate now. `until_ms` is the earliest time a token gets budget
@@ -323,7 +330,7 @@ impl TokenPool {
     pub fn add_token(&self, token: Token) {
         self.inner.state.lock().push_token(token);
         self.inner.ready.store(false, Ordering::Release);
-        self.inner.settled.notify_waiters();
+        self.inner.wake_waiters();
     }
 
     /// Reserves one unit of budget in `bucket` on the token the strategy
@@ -337,12 +344,20 @@ impl TokenPool {
     /// when the strategy misbehaves; [`Error::Store`] when the store fails.
     pub async fn acquire(&self, bucket: &Bucket) -> Result<Lease, Error> {
         self.ensure_ready().await;
+
+        // The common case takes a token at once and never registers for
+        // wake-ups, which costs a lock in `Notify`.
+        if let Attempt::Leased(lease) = self.try_acquire(bucket).await? {
+            return Ok(lease);
+        }
         let deadline_ms = match self.inner.wait {
             WaitPolicy::Fail => None,
             WaitPolicy::UpTo(max) => Some(self.inner.clock.now_ms() + max.as_millis() as u64),
         };
-
+        let _waiting = WaiterGuard::register(&self.inner.waiters);
         loop {
+            // Register first, then look again, so a settlement between the
+            // two cannot be missed.
             let settled = self.inner.settled.notified();
             tokio::pin!(settled);
             settled.as_mut().enable();
@@ -387,6 +402,9 @@ impl TokenPool {
     }
 
     async fn try_acquire(&self, bucket: &Bucket) -> Result<Attempt, Error> {
+        if let Some(memory) = self.inner.store.as_memory() {
+            return self.try_acquire_local(memory, bucket);
+        }
         let now_ms = self.inner.clock.now_ms();
         let (rows, bucket_index) = self.rows(bucket)?;
         let keys: Vec<BudgetKey<'_>> = rows
@@ -410,9 +428,7 @@ impl TokenPool {
         for (position, (row, view)) in rows.iter().zip(&views).enumerate() {
             let floor = row.token.reserve();
             match view.admits(floor, now_ms) {
-                Admission::Admit => {
-                    candidates.push((position, candidate(row, view, floor, now_ms)))
-                }
+                Admission::Admit => candidates.push((position, candidate(row, view, now_ms))),
                 Admission::Busy => busy = true,
                 Admission::Exhausted(at) | Admission::CoolingDown(at) => {
                     until_ms = Some(until_ms.map_or(at, |u| u.min(at)));
@@ -459,14 +475,25 @@ impl TokenPool {
         Ok(Attempt::Wait { until_ms, busy })
     }
 
+    fn no_tokens(&self) -> Error {
+        Error::NoTokens {
+            provider: self.inner.provider.kind().to_owned(),
+        }
+    }
+
+    fn all_invalid(&self, tokens: &[TokenEntry]) -> Error {
+        Error::AllInvalid {
+            provider: self.inner.provider.kind().to_owned(),
+            tokens: tokens.iter().map(|e| e.token.id().clone()).collect(),
+        }
+    }
+
     /// Copies out the valid tokens and interns `bucket`.
     fn rows(&self, bucket: &Bucket) -> Result<(Vec<Row>, usize), Error> {
         let mut state = self.inner.state.lock();
         let bucket_index = state.bucket_index(bucket);
         if state.tokens.is_empty() {
-            return Err(Error::NoTokens {
-                provider: self.inner.provider.kind().to_owned(),
-            });
+            return Err(self.no_tokens());
         }
         let rows: Vec<Row> = state
             .tokens
@@ -483,10 +510,7 @@ impl TokenPool {
             })
             .collect();
         if rows.is_empty() {
-            return Err(Error::AllInvalid {
-                provider: self.inner.provider.kind().to_owned(),
-                tokens: state.tokens.iter().map(|e| e.token.id().clone()).collect(),
-            });
+            return Err(self.all_invalid(&state.tokens));
         }
         Ok((rows, bucket_index))
     }
@@ -546,7 +570,18 @@ impl TokenPool {
     }
 }
 
-fn candidate(row: &Row, view: &BudgetView, floor: u64, now_ms: u64) -> Candidate {
+fn candidate(row: &Row, view: &BudgetView, now_ms: u64) -> Candidate {
+    candidate_of(row.token_index, &row.token, row.last_used_ms, view, now_ms)
+}
+
+/// Describes one admissible token to the strategy.
+fn candidate_of(
+    token_index: usize,
+    token: &Token,
+    last_used_ms: u64,
+    view: &BudgetView,
+    now_ms: u64,
+) -> Candidate {
     let (limit, reset_in_ms) = match view.knowledge {
         Knowledge::Known {
             limit, reset_ms, ..
@@ -554,21 +589,45 @@ fn candidate(row: &Row, view: &BudgetView, floor: u64, now_ms: u64) -> Candidate
         _ => (None, None),
     };
     Candidate {
-        token_index: row.token_index,
-        priority: row.token.priority(),
-        weight: row.token.weight(),
+        token_index,
+        priority: token.priority(),
+        weight: token.weight(),
         remaining: if reset_in_ms.is_some() {
-            view.spendable(floor)
+            view.spendable(token.reserve())
         } else {
             None
         },
         limit,
         reset_in_ms,
-        last_used_ms: row.last_used_ms,
+        last_used_ms,
+    }
+}
+
+/// Counts a task waiting in `acquire` for as long as it waits.
+struct WaiterGuard<'a>(&'a AtomicUsize);
+
+impl<'a> WaiterGuard<'a> {
+    fn register(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl Inner {
+    /// Wakes the tasks waiting in `acquire`, if any, after a change that
+    /// may free budget.
+    fn wake_waiters(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.settled.notify_waiters();
+        }
+    }
+
     /// Updates the server-time skew from a `Date` header and returns the
     /// current skew (server minus local, in milliseconds).
     fn observe_server_date(&self, server_date_ms: Option<u64>, now_ms: u64) -> i64 {
@@ -740,7 +799,7 @@ async fn apply_verdict(
             observe(other, &local, now_ms)
         );
     }
-    inner.settled.notify_waiters();
+    inner.wake_waiters();
     Ok(())
 }
 

@@ -28,7 +28,7 @@ pub struct ResponseView<'a> {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct TransportError {
-    /// What failed, without any secret or token-bearing URL.
+    /// The failure, without any secret or token-bearing URL.
     pub message: String,
 }
 
@@ -54,14 +54,14 @@ pub struct Probe {
     pub observations: Vec<Observation>,
     /// The provider has rate limiting turned off, so no budget is known or needed.
     pub unlimited: bool,
-    /// Why the token should be used last (for example it only gets the
-    /// anonymous budget), when it should.
+    /// The reason to use the token last (for example it only gets the
+    /// anonymous budget), when there is one.
     pub degraded: Option<String>,
     /// The server's `Date`, in epoch milliseconds.
     pub server_date_ms: Option<u64>,
 }
 
-/// Why a status request did not produce a [`Probe`].
+/// The reason a status request did not produce a [`Probe`].
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProbeError {

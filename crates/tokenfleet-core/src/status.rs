@@ -6,14 +6,14 @@ use crate::clock::format_epoch_ms;
 use crate::token::TokenId;
 use crate::verdict::Bucket;
 
-/// Why a token is rate-limited.
+/// The kind of limit that stops a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitKind {
     /// The bucket's budget is spent until its window resets.
     Primary,
     /// The provider's secondary (abuse, concurrency) limit cools the account down.
     Secondary,
-    /// What is left is the token's configured reserve, which the pool does not spend.
+    /// The remaining budget is the token's configured reserve, which the pool does not spend.
     Reserve,
 }
 
@@ -28,7 +28,7 @@ pub enum TokenStatus {
         until_ms: u64,
         /// The bucket that is spent, `None` for an account-wide cooldown.
         bucket: Option<Bucket>,
-        /// Which limit applies.
+        /// The limit that applies.
         kind: LimitKind,
     },
     /// The provider rejected the token; it is never chosen again.
@@ -98,7 +98,7 @@ pub struct TokenSnapshot {
     pub reserve: u64,
     /// The status in the provider's default bucket.
     pub status: TokenStatus,
-    /// Why the pool uses this token last, when it does.
+    /// The reason the pool uses this token last, when there is one.
     pub degraded: Option<String>,
     /// Every bucket the pool has seen for this token's account.
     pub buckets: Vec<BucketSnapshot>,

@@ -1,5 +1,5 @@
-//! Where the budget of every (account, bucket) pair lives: the [`StateStore`]
-//! contract and its in-memory implementation.
+//! Storage for the budget of every (account, bucket) pair: the
+//! [`StateStore`] contract and its in-memory implementation.
 //!
 //! A store keeps numbers only: limits, remaining budgets, resets,
 //! reservations in flight and account cooldowns. Secrets never enter it.
@@ -17,7 +17,7 @@ const SAME_WINDOW_TOLERANCE_MS: u64 = 2_000;
 /// The first cooldown after a secondary limit that gave no wait.
 const SECONDARY_BASE_COOLDOWN_MS: u64 = 60_000;
 
-/// The longest cooldown that repeated secondary limits grow to.
+/// The maximum cooldown that repeated secondary limits grow to.
 const SECONDARY_MAX_COOLDOWN_MS: u64 = 15 * 60_000;
 
 /// Names one (account, bucket) pair, by position for in-process stores and
@@ -34,7 +34,7 @@ pub struct BudgetKey<'a> {
     pub bucket_name: &'a str,
 }
 
-/// What is known about one budget.
+/// The knowledge the pool has of one budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Knowledge {
     /// No response has stated this budget yet.
@@ -57,7 +57,7 @@ pub enum Knowledge {
 /// The state of one (account, bucket) pair as a store reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BudgetView {
-    /// What is known about the budget.
+    /// The pool's knowledge of the budget.
     pub knowledge: Knowledge,
     /// Reservations handed out and not yet settled.
     pub in_flight: u32,
@@ -66,6 +66,10 @@ pub struct BudgetView {
     /// The account has hit a secondary limit and has not had a success
     /// since, so only one request may be in flight.
     pub probation: bool,
+    /// The budget one request is expected to spend: the smallest spend of
+    /// a single request seen in the current window, or 1 before one is
+    /// seen. GitHub's GraphQL queries, for example, cost points, not requests.
+    pub request_cost: u64,
 }
 
 impl BudgetView {
@@ -75,7 +79,7 @@ impl BudgetView {
         match self.knowledge {
             Knowledge::Known { remaining, .. } => Some(
                 remaining
-                    .saturating_sub(u64::from(self.in_flight))
+                    .saturating_sub(u64::from(self.in_flight).saturating_mul(self.request_cost))
                     .saturating_sub(floor),
             ),
             Knowledge::Unknown | Knowledge::Unlimited => None,
@@ -99,11 +103,15 @@ impl BudgetView {
                     Admission::Busy
                 }
             }
-            Knowledge::Known { reset_ms, .. } => {
+            Knowledge::Known {
+                reset_ms,
+                remaining,
+                ..
+            } => {
                 if now_ms >= reset_ms {
-                    // The window has rolled over: the budget is probably
-                    // back, but only a response can say so. One request
-                    // at a time asks.
+                    // The window has rolled over, so the budget is probably
+                    // back, but only a response can confirm it. One request
+                    // at a time is admitted until then.
                     return if self.in_flight == 0 {
                         Admission::Admit
                     } else {
@@ -113,8 +121,14 @@ impl BudgetView {
                 // Budget held by reservations in flight counts as spent:
                 // most of those requests will spend it. A lease released
                 // unsent wakes waiting tasks, which then look again.
-                if self.spendable(floor).unwrap_or(0) > 0 {
+                let cost = self.request_cost.max(1);
+                if self.spendable(floor).unwrap_or(0) >= cost {
                     Admission::Admit
+                } else if self.in_flight > 0 && remaining.saturating_sub(floor) >= cost {
+                    // Requests in flight have reserved the rest. Their
+                    // responses state what is really left, because the
+                    // last observation may already count some of them.
+                    Admission::Busy
                 } else {
                     Admission::Exhausted(reset_ms)
                 }
@@ -141,15 +155,15 @@ pub enum Admission {
 pub struct LocalObservation {
     /// The budget of one window.
     pub limit: u64,
-    /// What is left in the window.
+    /// The budget left in the window.
     pub remaining: u64,
-    /// What was spent in the window, when stated.
+    /// The budget spent in the window, when stated.
     pub used: Option<u64>,
     /// The end of the window, in local epoch milliseconds.
     pub reset_ms: u64,
 }
 
-/// How a reservation ended.
+/// The end of a reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settlement {
     /// The request reached the provider, so it may have spent budget.
@@ -158,8 +172,8 @@ pub struct Settlement {
     pub observation: Option<LocalObservation>,
     /// A primary limit: the budget is spent until this local time.
     pub exhausted_until_ms: Option<u64>,
-    /// The provider answered normally without any limit headers, which
-    /// means "no known limit" for a budget that was never stated.
+    /// The provider returned a normal response without any limit headers,
+    /// which means "no known limit" for a budget that was never stated.
     pub answered_without_limits: bool,
     /// The request succeeded, which ends a secondary-limit probation.
     pub success: bool,
@@ -176,8 +190,8 @@ pub struct StoreError {
 /// Keeps the budget of every (account, bucket) pair and every account's
 /// cooldown, and makes reservations atomically.
 ///
-/// The pool reads a snapshot, lets the strategy choose, then asks the store
-/// to reserve; a store shared by several processes rejects a reservation
+/// The pool reads a snapshot, lets the strategy choose, then calls
+/// `try_reserve`. A store shared by several processes rejects a reservation
 /// that another process won first, and the pool chooses again.
 #[async_trait]
 pub trait StateStore: Send + Sync + fmt::Debug {
@@ -242,6 +256,8 @@ struct BudgetState {
     observed_used: Option<u64>,
     /// `remaining` of the newest applied observation.
     observed_remaining: u64,
+    /// The smallest spend of a single request seen in the current window.
+    request_cost: Option<u64>,
 }
 
 impl Default for BudgetState {
@@ -251,6 +267,7 @@ impl Default for BudgetState {
             in_flight: 0,
             observed_used: None,
             observed_remaining: u64::MAX,
+            request_cost: None,
         }
     }
 }
@@ -300,6 +317,13 @@ impl MemoryStore {
         f(&mut accounts[account])
     }
 
+    /// Locks every budget at once, for the pool's single-lock fast path.
+    pub(crate) fn lock(&self) -> LockedBudgets<'_> {
+        LockedBudgets {
+            accounts: self.accounts.lock(),
+        }
+    }
+
     /// Synchronous form of [`StateStore::view`].
     pub fn view_now(&self, keys: &[BudgetKey<'_>], out: &mut Vec<BudgetView>) {
         let mut accounts = self.accounts.lock();
@@ -317,6 +341,7 @@ impl MemoryStore {
                 in_flight: budget.in_flight,
                 cooldown_until_ms,
                 probation,
+                request_cost: budget.request_cost.unwrap_or(1),
             });
         }
     }
@@ -332,6 +357,7 @@ impl MemoryStore {
                 in_flight: budget.in_flight,
                 cooldown_until_ms,
                 probation,
+                request_cost: budget.request_cost.unwrap_or(1),
             };
             let admission = view.admits(floor, now_ms);
             if admission == Admission::Admit {
@@ -351,8 +377,16 @@ impl MemoryStore {
             budget.in_flight = budget.in_flight.saturating_sub(1);
 
             if let Some(observation) = &settlement.observation {
-                apply_observation(budget, observation);
+                let spent = apply_observation(budget, observation);
+                // With nothing else in flight, the spend since the last
+                // observation is this request's. Another program may have
+                // spent some too, so the smallest spend is kept.
+                if let (Some(spent @ 1..), 0) = (spent, budget.in_flight) {
+                    let cost = budget.request_cost.map_or(spent, |cost| cost.min(spent));
+                    budget.request_cost = Some(cost);
+                }
             } else if settlement.sent {
+                let cost = budget.request_cost.unwrap_or(1);
                 match &mut budget.knowledge {
                     Knowledge::Known {
                         remaining,
@@ -360,7 +394,7 @@ impl MemoryStore {
                         ..
                     } if now_ms < *reset_ms => {
                         // Without headers the request still counted.
-                        *remaining = remaining.saturating_sub(1);
+                        *remaining = remaining.saturating_sub(cost);
                     }
                     Knowledge::Unknown if settlement.answered_without_limits => {
                         budget.knowledge = Knowledge::Unlimited;
@@ -387,7 +421,7 @@ impl MemoryStore {
     /// Synchronous form of [`StateStore::observe`].
     pub fn observe_now(&self, key: BudgetKey<'_>, observation: &LocalObservation) {
         self.with_account(key.account, |account| {
-            apply_observation(account.bucket(key.bucket), observation);
+            let _ = apply_observation(account.bucket(key.bucket), observation);
         });
     }
 
@@ -405,7 +439,11 @@ impl MemoryStore {
     /// Synchronous form of [`StateStore::cool_down`].
     pub fn cool_down_now(&self, key: BudgetKey<'_>, until_ms: Option<u64>, now_ms: u64) -> u64 {
         self.with_account(key.account, |account| {
-            account.strikes = account.strikes.saturating_add(1);
+            // Responses to requests sent before the current cooldown began
+            // count as the same strike, so a burst does not escalate it.
+            if account.cooldown_until_ms <= now_ms || account.strikes == 0 {
+                account.strikes = account.strikes.saturating_add(1);
+            }
             let until = match until_ms {
                 Some(until) => until,
                 None => {
@@ -421,13 +459,52 @@ impl MemoryStore {
     }
 }
 
+/// Every budget of a [`MemoryStore`], locked.
+pub(crate) struct LockedBudgets<'a> {
+    accounts: parking_lot::MutexGuard<'a, Vec<AccountState>>,
+}
+
+impl LockedBudgets<'_> {
+    fn account(&mut self, account: usize) -> &mut AccountState {
+        if self.accounts.len() <= account {
+            self.accounts
+                .resize_with(account + 1, AccountState::default);
+        }
+        &mut self.accounts[account]
+    }
+
+    /// Returns the view of one (account, bucket) pair.
+    pub(crate) fn view(&mut self, account: usize, bucket: usize) -> BudgetView {
+        let state = self.account(account);
+        let cooldown_until_ms = state.cooldown_until_ms;
+        let probation = state.strikes > 0;
+        let budget = state.bucket(bucket);
+        BudgetView {
+            knowledge: budget.knowledge,
+            in_flight: budget.in_flight,
+            cooldown_until_ms,
+            probation,
+            request_cost: budget.request_cost.unwrap_or(1),
+        }
+    }
+
+    /// Adds one reservation; the caller has checked the view admits it.
+    pub(crate) fn reserve(&mut self, account: usize, bucket: usize) {
+        self.account(account).bucket(bucket).in_flight += 1;
+    }
+}
+
 /// Merges observed limits into a budget: the provider's numbers replace the
 /// local estimate, except that an observation older than the last applied
 /// one (an earlier window, or less spent within the same window) is ignored.
-fn apply_observation(budget: &mut BudgetState, observation: &LocalObservation) {
+///
+/// Returns the budget spent since the last applied observation when both
+/// belong to the same window, and `None` otherwise.
+fn apply_observation(budget: &mut BudgetState, observation: &LocalObservation) -> Option<u64> {
+    let mut spent = None;
     if let Knowledge::Known { reset_ms, .. } = budget.knowledge {
         if observation.reset_ms + SAME_WINDOW_TOLERANCE_MS < reset_ms {
-            return;
+            return None;
         }
         let same_window = observation.reset_ms.abs_diff(reset_ms) <= SAME_WINDOW_TOLERANCE_MS;
         if same_window {
@@ -436,9 +513,18 @@ fn apply_observation(budget: &mut BudgetState, observation: &LocalObservation) {
                 _ => observation.remaining > budget.observed_remaining,
             };
             if stale {
-                return;
+                return None;
             }
+            spent = Some(
+                budget
+                    .observed_remaining
+                    .saturating_sub(observation.remaining),
+            );
         }
+    }
+    if spent.is_none() {
+        // Each window starts a new estimate, because the workload may have changed.
+        budget.request_cost = None;
     }
     budget.knowledge = Knowledge::Known {
         limit: observation.limit,
@@ -447,6 +533,7 @@ fn apply_observation(budget: &mut BudgetState, observation: &LocalObservation) {
     };
     budget.observed_used = observation.used;
     budget.observed_remaining = observation.remaining;
+    spent
 }
 
 #[async_trait]
@@ -659,5 +746,59 @@ mod tests {
         assert_eq!(until, 500);
         assert_eq!(store.try_reserve_now(key(0), 0, 600), Admission::Admit);
         assert_eq!(store.try_reserve_now(key(0), 0, 600), Admission::Busy);
+    }
+
+    #[test]
+    fn burst_of_secondary_limits_is_one_strike() {
+        let store = MemoryStore::new();
+        let first = store.cool_down_now(key(0), None, 0);
+        for _ in 0..9 {
+            assert_eq!(store.cool_down_now(key(0), None, 0), first);
+        }
+        let next = store.cool_down_now(key(0), None, first);
+        assert_eq!(next, first + 120_000);
+    }
+
+    #[test]
+    fn budget_held_in_flight_is_busy() {
+        let store = MemoryStore::new();
+        store.observe_now(key(0), &observed(2, 0, 10_000));
+        assert_eq!(store.try_reserve_now(key(0), 0, 0), Admission::Admit);
+        assert_eq!(store.try_reserve_now(key(0), 0, 0), Admission::Admit);
+        assert_eq!(store.try_reserve_now(key(0), 0, 0), Admission::Busy);
+
+        // A response that already counts the other request in flight.
+        let settlement = Settlement {
+            sent: true,
+            observation: Some(observed(0, 2, 10_000)),
+            exhausted_until_ms: None,
+            answered_without_limits: false,
+            success: true,
+        };
+        store.settle_now(key(0), &settlement, 0);
+        assert_eq!(
+            store.try_reserve_now(key(0), 0, 0),
+            Admission::Exhausted(10_000)
+        );
+    }
+
+    #[test]
+    fn request_cost_is_learned_from_spend() {
+        let store = MemoryStore::new();
+        store.observe_now(key(0), &observed(300, 0, 10_000));
+        assert_eq!(store.try_reserve_now(key(0), 0, 0), Admission::Admit);
+        let settlement = Settlement {
+            sent: true,
+            observation: Some(observed(199, 101, 10_000)),
+            exhausted_until_ms: None,
+            answered_without_limits: false,
+            success: true,
+        };
+        store.settle_now(key(0), &settlement, 0);
+        assert_eq!(view(&store).request_cost, 101);
+
+        // 199 points pay for one more request of 101, not two.
+        assert_eq!(store.try_reserve_now(key(0), 0, 0), Admission::Admit);
+        assert_eq!(store.try_reserve_now(key(0), 0, 0), Admission::Busy);
     }
 }

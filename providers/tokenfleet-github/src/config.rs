@@ -20,7 +20,7 @@ pub const DEFAULT_API_VERSION: &str = "2022-11-28";
 ///
 /// Unknown keys are rejected, so a misspelt key fails loudly instead of
 /// falling back to a default.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Github {
@@ -35,6 +35,20 @@ pub struct Github {
     /// The REST API version sent in `X-GitHub-Api-Version`.
     #[serde(default = "default_api_version")]
     pub api_version: String,
+}
+
+impl std::fmt::Debug for Github {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A base URL may carry credentials in its user-info part; leave them out.
+        let mut base_url = self.base_url.clone();
+        let _ = base_url.set_username("");
+        let _ = base_url.set_password(None);
+        f.debug_struct("Github")
+            .field("base_url", &base_url.as_str())
+            .field("user_agent", &self.user_agent)
+            .field("api_version", &self.api_version)
+            .finish()
+    }
 }
 
 impl Github {

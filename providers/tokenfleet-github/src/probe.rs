@@ -68,14 +68,32 @@ pub(crate) async fn probe(
             return Err(rejected(body, token));
         }
         StatusCode::NOT_FOUND => {
-            // GitHub Enterprise Server returns 404 when rate limiting is
-            // turned off, and then sends no `x-ratelimit-*` headers either.
+            // GitHub Enterprise Server returns 404 with "Rate limiting is
+            // not enabled." (older versions: "No rate limit for white
+            // listed users") when rate limiting is off, and then sends no
+            // `x-ratelimit-*` headers either.
+            let message = server_message(body, token)
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if message.contains("not enabled") || message.contains("no rate limit") {
+                tracing::debug!(
+                    provider = GITHUB,
+                    token = %token.id(),
+                    "rate limiting is not enabled on this server"
+                );
+                probe.unlimited = true;
+                return Ok(probe);
+            }
+            // A server without the endpoint: budgets are learned from the
+            // headers of responses, one request at a time until then.
             tracing::debug!(
                 provider = GITHUB,
                 token = %token.id(),
-                "rate limiting is not enabled on this server"
+                "GET {RATE_LIMIT_PATH} not found; limits come from response headers"
             );
-            probe.unlimited = true;
+            if learn_account {
+                learn_user(github, token, transport, &mut probe).await?;
+            }
             return Ok(probe);
         }
         _ => {
@@ -566,6 +584,35 @@ mod tests {
         let output = format!("{error} {error:?}");
         assert!(!output.contains(CANARY), "{output}");
         assert!(output.contains("[redacted]"), "{output}");
+    }
+
+    #[tokio::test]
+    async fn probe_plain_404_is_not_unlimited() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/rate_limit"))
+            .respond_with(
+                ResponseTemplate::new(404)
+                    .set_body_json(serde_json::json!({"message": "Not Found"})),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(path("/user"))
+            .respond_with(user_response(4998))
+            .expect(1)
+            .mount(&server)
+            .await;
+
+        let base = Url::parse(&server.uri()).unwrap();
+        let probe = Github::with_base_url(base)
+            .probe(&Token::new(CANARY), &LoopbackTransport::new(), true)
+            .await
+            .unwrap();
+
+        assert!(!probe.unlimited);
+        assert!(probe.account.is_some());
+        assert_eq!(probe.observations.len(), 1);
     }
 
     #[tokio::test]

@@ -46,16 +46,24 @@ pub struct Lease {
 
 impl Lease {
     pub(super) fn new(inner: Arc<Inner>, row: &Row, bucket: usize, bucket_name: Bucket) -> Self {
-        Self {
+        Self::from_parts(
             inner,
-            key: LeaseKey {
+            LeaseKey {
                 token_index: row.token_index,
                 account: row.account,
                 account_name: Arc::clone(&row.account_name),
                 bucket,
                 bucket_name,
             },
-            token: Arc::clone(&row.token),
+            Arc::clone(&row.token),
+        )
+    }
+
+    pub(super) fn from_parts(inner: Arc<Inner>, key: LeaseKey, token: Arc<Token>) -> Self {
+        Self {
+            inner,
+            key,
+            token,
             sent: false,
             settled: false,
         }
@@ -113,7 +121,7 @@ impl Lease {
                     .await?
             }
         }
-        self.inner.settled.notify_waiters();
+        self.inner.wake_waiters();
         Ok(())
     }
 
@@ -137,7 +145,7 @@ impl Drop for Lease {
         let now_ms = self.inner.clock.now_ms();
         if let Some(memory) = self.inner.store.as_memory() {
             memory.settle_now(self.key.key(), &settlement, now_ms);
-            self.inner.settled.notify_waiters();
+            self.inner.wake_waiters();
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -153,7 +161,7 @@ impl Drop for Lease {
             if let Err(error) = inner.store.settle(key.key(), &settlement, now_ms).await {
                 tracing::warn!(%error, "failed to release a dropped lease");
             }
-            inner.settled.notify_waiters();
+            inner.wake_waiters();
         });
     }
 }

@@ -3,12 +3,17 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use futures::StreamExt;
+
 use super::{apply_probe_result, Inner, TokenPool};
 use crate::error::Error;
 use crate::provider::Probe;
 use crate::status::TokenSnapshot;
 use crate::store::BudgetKey;
 use crate::token::Token;
+
+/// How many status requests run at once.
+const PROBE_CONCURRENCY: usize = 16;
 
 impl TokenPool {
     /// Reads the limits of every token that has not been probed yet, once:
@@ -74,19 +79,25 @@ impl TokenPool {
             }
             return Ok(());
         };
-        let probes = tokens.iter().map(|(index, token)| async move {
+        let owned: Vec<(usize, Arc<Token>)> = tokens.to_vec();
+        let probes = owned.into_iter().map(|(index, token)| async move {
             let learn_account = first && token.account().is_none();
-            let result = inner.provider.probe(token, transport, learn_account).await;
-            (*index, result)
+            let result = inner.provider.probe(&token, transport, learn_account).await;
+            (index, result)
         });
-        let results = futures::future::join_all(probes).await;
+        // Bounded, so a pool of a thousand tokens does not open a thousand
+        // connections to one host at start.
+        let results: Vec<_> = futures::stream::iter(probes)
+            .buffer_unordered(PROBE_CONCURRENCY)
+            .collect()
+            .await;
         for (index, result) in &results {
             apply_probe_result(inner, *index, result);
             if let Ok(probe) = result {
                 apply_probe_limits(inner, *index, probe).await?;
             }
         }
-        inner.settled.notify_waiters();
+        inner.wake_waiters();
         Ok(())
     }
 }

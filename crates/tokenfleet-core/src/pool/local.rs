@@ -1,0 +1,108 @@
+//! The in-memory fast path of `acquire`: one pass under the pool's locks,
+//! with no allocation and no await.
+
+use std::sync::Arc;
+
+use super::{candidate_of, Attempt, TokenPool};
+use crate::error::Error;
+use crate::pool::lease::{Lease, LeaseKey};
+use crate::store::{Admission, MemoryStore};
+use crate::strategy::Candidate;
+use crate::verdict::Bucket;
+
+/// Buffers for one pass, kept in the pool state between calls.
+#[derive(Debug, Default)]
+pub(super) struct Scratch {
+    candidates: Vec<Candidate>,
+    degraded: Vec<bool>,
+}
+
+impl TokenPool {
+    pub(super) fn try_acquire_local(
+        &self,
+        memory: &MemoryStore,
+        bucket: &Bucket,
+    ) -> Result<Attempt, Error> {
+        let now_ms = self.inner.clock.now_ms();
+        let mut guard = self.inner.state.lock();
+        let bucket_index = guard.bucket_index(bucket);
+        let state = &mut *guard;
+        if state.tokens.is_empty() {
+            return Err(self.no_tokens());
+        }
+
+        let mut budgets = memory.lock();
+        let scratch = &mut state.scratch;
+        scratch.candidates.clear();
+        scratch.degraded.clear();
+        let mut until_ms: Option<u64> = None;
+        let mut busy = false;
+        let mut valid = 0usize;
+        let mut healthy = 0usize;
+        for (token_index, entry) in state.tokens.iter().enumerate() {
+            if entry.invalid {
+                continue;
+            }
+            valid += 1;
+            let view = budgets.view(entry.account, bucket_index);
+            let floor = entry.token.reserve();
+            match view.admits(floor, now_ms) {
+                Admission::Admit => {
+                    scratch.candidates.push(candidate_of(
+                        token_index,
+                        &entry.token,
+                        entry.last_used_ms,
+                        &view,
+                        now_ms,
+                    ));
+                    scratch.degraded.push(entry.degraded.is_some());
+                    healthy += usize::from(entry.degraded.is_none());
+                }
+                Admission::Busy => busy = true,
+                Admission::Exhausted(at) | Admission::CoolingDown(at) => {
+                    until_ms = Some(until_ms.map_or(at, |u| u.min(at)));
+                }
+            }
+        }
+        if valid == 0 {
+            return Err(self.all_invalid(&state.tokens));
+        }
+        if healthy > 0 && healthy < scratch.candidates.len() {
+            // Degraded tokens are offered only when nothing else has budget.
+            let mut position = 0;
+            let degraded = &scratch.degraded;
+            scratch.candidates.retain(|_| {
+                let keep = !degraded[position];
+                position += 1;
+                keep
+            });
+        }
+        if scratch.candidates.is_empty() {
+            return Ok(Attempt::Wait { until_ms, busy });
+        }
+
+        // The budgets stay locked from the views to the reservation, so the
+        // chosen candidate is still admissible.
+        let chosen = self.choose(&scratch.candidates, now_ms)?;
+        let token_index = scratch.candidates[chosen].token_index;
+        let entry = &mut state.tokens[token_index];
+        budgets.reserve(entry.account, bucket_index);
+        drop(budgets);
+        entry.last_used_ms = now_ms;
+
+        let key = LeaseKey {
+            token_index,
+            account: entry.account,
+            account_name: Arc::clone(&state.accounts[entry.account]),
+            bucket: bucket_index,
+            bucket_name: bucket.clone(),
+        };
+        let token = Arc::clone(&entry.token);
+        drop(guard);
+        Ok(Attempt::Leased(Lease::from_parts(
+            Arc::clone(&self.inner),
+            key,
+            token,
+        )))
+    }
+}

@@ -1,0 +1,69 @@
+//! Redirects: a token never follows one to another host.
+
+use tokenfleet::{Token, WaitPolicy};
+use tokenfleet_testkit::AccountLimits;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::support::{self, github, id};
+
+#[tokio::test]
+async fn foreign_redirect_drops_authorization() {
+    let clock = support::clock();
+    let sim = support::simulator(&clock).await;
+    sim.add_account("alice", AccountLimits::default());
+    sim.add_token("ghp_alice", "alice");
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/archive.tar.gz"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("archive"))
+        .mount(&elsewhere)
+        .await;
+    let target = format!("{}/archive.tar.gz", elsewhere.uri());
+    sim.add_redirect("/repos/alice/project/tarball", &target);
+    let tokens = vec![Token::new("ghp_alice")];
+    let fleet = support::fleet(&sim.uri(), tokens, &clock, WaitPolicy::Fail);
+
+    let response = github(&fleet)
+        .get("/repos/alice/project/tarball")
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.body().as_ref(), b"archive");
+    assert_eq!(response.token(), None);
+    assert_eq!(response.url().as_str(), target);
+    let received = elsewhere.received_requests().await.unwrap();
+    assert_eq!(received.len(), 1);
+    for request in &received {
+        assert!(
+            !request.headers.contains_key("authorization"),
+            "the token went to another host"
+        );
+    }
+}
+
+#[tokio::test]
+async fn same_host_redirect_keeps_token() {
+    let clock = support::clock();
+    let sim = support::simulator(&clock).await;
+    sim.add_account("alice", AccountLimits::default());
+    sim.add_token("ghp_alice", "alice");
+    sim.add_repositories("alice", 3);
+    sim.add_redirect("/users/alice-old/repos", "/users/alice/repos");
+    let tokens = vec![Token::new("ghp_alice")];
+    let fleet = support::fleet(&sim.uri(), tokens, &clock, WaitPolicy::Fail);
+
+    let repositories = github(&fleet)
+        .github()
+        .repositories("alice-old")
+        .await
+        .unwrap();
+
+    assert_eq!(repositories.len(), 3);
+    assert_eq!(repositories[0].owner.login, "alice");
+    let response = github(&fleet).get("/users/alice-old/repos").await.unwrap();
+    assert_eq!(response.token(), Some(&id("ghp_alice")));
+    assert_eq!(response.url().path(), "/users/alice/repos");
+    assert_eq!(sim.unauthorized_responses(), 0);
+}
