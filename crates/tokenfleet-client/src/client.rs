@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
-use jitter::JitterRng;
 use tokenfleet_core::provider::same_origin;
-use tokenfleet_core::{Outcome, ResponseView, TokenPool, Verdict};
+use tokenfleet_core::random::SharedRng;
+use tokenfleet_core::{Outcome, ResponseView, TokenId, TokenPool, Verdict};
 use url::Url;
 
 use crate::error::ClientError;
@@ -34,7 +34,7 @@ pub struct Client {
     max_retries: u32,
     max_rotations: u32,
     backoff: Duration,
-    jitter: Arc<JitterRng>,
+    jitter: Arc<SharedRng>,
 }
 
 /// Builds a [`Client`].
@@ -111,7 +111,7 @@ impl ClientBuilder {
             max_retries: self.max_retries,
             max_rotations: self.max_rotations,
             backoff: self.backoff,
-            jitter: Arc::new(JitterRng::new(self.seed.unwrap_or_else(rand::random))),
+            jitter: Arc::new(SharedRng::new(self.seed.unwrap_or_else(rand::random))),
         })
     }
 }
@@ -204,6 +204,23 @@ impl Client {
         headers: HeaderMap,
         body: Option<Bytes>,
     ) -> Result<Response, ClientError> {
+        self.send_avoiding(method, url, headers, body, &[]).await
+    }
+
+    /// Sends a request like [`Client::send`], preferring tokens not in
+    /// `avoid` (see [`TokenPool::acquire_avoiding`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::send`].
+    pub async fn send_avoiding(
+        &self,
+        method: Method,
+        url: Url,
+        headers: HeaderMap,
+        body: Option<Bytes>,
+        avoid: &[TokenId],
+    ) -> Result<Response, ClientError> {
         let provider = Arc::clone(self.pool.provider());
         let idempotent = matches!(
             method,
@@ -224,7 +241,7 @@ impl Client {
                 });
             }
             let bucket = provider.bucket_for(&method, &url);
-            let mut lease = self.pool.acquire(&bucket).await?;
+            let mut lease = self.pool.acquire_avoiding(&bucket, avoid).await?;
             attempts += 1;
 
             let mut request_headers = headers.clone();
@@ -431,34 +448,4 @@ fn redirect_target(url: &Url, headers: &HeaderMap) -> Option<Url> {
 /// Returns true for 2xx statuses.
 pub(crate) fn is_success(status: StatusCode) -> bool {
     status.is_success()
-}
-
-mod jitter {
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    /// A lock-free, seedable source of jitter.
-    #[derive(Debug)]
-    pub(crate) struct JitterRng {
-        state: AtomicU64,
-    }
-
-    impl JitterRng {
-        pub(crate) fn new(seed: u64) -> Self {
-            Self {
-                state: AtomicU64::new(seed),
-            }
-        }
-
-        /// Returns a number in [0, 1).
-        pub(crate) fn next_unit(&self) -> f64 {
-            let mut z = self
-                .state
-                .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-                .wrapping_add(0x9E37_79B9_7F4A_7C15);
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            (z >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
 }

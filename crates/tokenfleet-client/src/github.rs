@@ -1,8 +1,6 @@
 //! GitHub operations on top of [`Client`]: limits of every token, the
 //! repositories of an owner, repository search.
 
-use std::time::Duration;
-
 use http::{HeaderMap, Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokenfleet_core::{TokenId, TokenSnapshot};
@@ -168,12 +166,9 @@ impl Github<'_> {
     }
 
     /// Fetches one page. A 404 on a later page that another token served
-    /// may mean the new token cannot see the resource, so the page is tried
-    /// again before the 404 counts.
-    ///
-    /// NOTE: the retry goes to whichever token the strategy picks, often
-    /// the same one, because the pool cannot be asked to skip a token.
-    /// The listing then fails with the 404 rather than return a partial list.
+    /// may mean the new token cannot see the resource (a private
+    /// organization), so the page is tried again on other tokens before the
+    /// 404 counts.
     async fn page(
         &self,
         url: &Url,
@@ -181,11 +176,12 @@ impl Github<'_> {
     ) -> Result<Response, ClientError> {
         const PAGE_TRIES: u32 = 3;
         let mut tries = 0;
+        let mut avoid: Vec<TokenId> = Vec::new();
         loop {
             tries += 1;
             let response = self
                 .client
-                .send(Method::GET, url.clone(), HeaderMap::new(), None)
+                .send_avoiding(Method::GET, url.clone(), HeaderMap::new(), None, &avoid)
                 .await?;
             if is_success(response.status()) {
                 return Ok(response);
@@ -194,9 +190,11 @@ impl Github<'_> {
             if response.status() == StatusCode::NOT_FOUND && switched && tries < PAGE_TRIES {
                 tracing::debug!(
                     token = ?response.token(),
-                    "page answered 404 after a token switch; trying again"
+                    "page returned 404 after a token switch; trying another token"
                 );
-                self.client.pool().clock().sleep(Duration::ZERO).await;
+                if let Some(token) = response.token() {
+                    avoid.push(token.clone());
+                }
                 continue;
             }
             return Err(Client::status_error(&response));

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A future returned by [`Clock::sleep`].
@@ -23,15 +23,73 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
 }
 
 /// The real clock: the system's wall time, and sleeps on the tokio timer.
+///
+/// Reading the system time costs about 100 ns on some virtual machines,
+/// and the pool reads it on every `acquire` and `complete`. This clock
+/// reads the CPU's time-stamp counter through `quanta` instead and maps it
+/// to wall time, re-reading the system time once a second so that
+/// adjustments of the system clock reach it within a second.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
+/// The mapping from `quanta`'s monotonic counter to wall time.
+struct WallMapping {
+    clock: quanta::Clock,
+    origin: u64,
+    /// Wall milliseconds minus monotonic milliseconds since `origin`.
+    offset_ms: AtomicI64,
+    /// Monotonic milliseconds at the last re-read of the system time.
+    synced_ms: AtomicU64,
+}
+
+const RESYNC_INTERVAL_MS: u64 = 1_000;
+
+fn system_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl WallMapping {
+    fn get() -> &'static WallMapping {
+        static MAPPING: OnceLock<WallMapping> = OnceLock::new();
+        MAPPING.get_or_init(|| {
+            let clock = quanta::Clock::new();
+            let origin = clock.raw();
+            WallMapping {
+                clock,
+                origin,
+                offset_ms: AtomicI64::new(system_now_ms() as i64),
+                synced_ms: AtomicU64::new(0),
+            }
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        let monotonic_ms = self.clock.delta_as_nanos(self.origin, self.clock.raw()) / 1_000_000;
+        let synced_ms = self.synced_ms.load(Ordering::Relaxed);
+        if monotonic_ms.saturating_sub(synced_ms) >= RESYNC_INTERVAL_MS
+            && self
+                .synced_ms
+                .compare_exchange(
+                    synced_ms,
+                    monotonic_ms,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            let offset = system_now_ms() as i64 - monotonic_ms as i64;
+            self.offset_ms.store(offset, Ordering::Relaxed);
+        }
+        (monotonic_ms as i64 + self.offset_ms.load(Ordering::Relaxed)).max(0) as u64
+    }
+}
+
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+        WallMapping::get().now_ms()
     }
 
     fn sleep(&self, duration: Duration) -> Sleep {
@@ -60,7 +118,7 @@ impl ManualClock {
 
     /// Creates a clock that starts at the system's current time.
     pub fn starting_now() -> Self {
-        Self::new(SystemClock.now_ms())
+        Self::new(system_now_ms())
     }
 
     /// Moves the clock forward by `duration`.
@@ -102,7 +160,7 @@ impl TokioClock {
     /// Creates a clock anchored at the current system time and tokio instant.
     pub fn new() -> Self {
         Self {
-            origin_ms: SystemClock.now_ms(),
+            origin_ms: system_now_ms(),
             origin: tokio::time::Instant::now(),
         }
     }
@@ -157,6 +215,13 @@ mod tests {
         let other = clock.clone();
         other.advance(Duration::from_millis(5));
         assert_eq!(clock.now_ms(), 5);
+    }
+
+    #[test]
+    fn system_clock_matches_system_time() {
+        let fast = SystemClock.now_ms();
+        let system = system_now_ms();
+        assert!(fast.abs_diff(system) < 50, "{fast} vs {system}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod error;
 pub mod pool;
 pub mod provider;
+pub mod random;
 pub mod status;
 pub mod store;
 pub mod strategy;

@@ -1,7 +1,7 @@
 //! The token pool: one provider's tokens, a strategy and a state store.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,15 +10,14 @@ use tokio::sync::Notify;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Exhausted};
-use crate::provider::{Probe, ProbeError, Provider, Transport};
-use crate::status::{LimitKind, TokenStatus};
+use crate::provider::{Provider, Transport};
+use crate::random::SharedRng;
 use crate::store::{
-    Admission, BudgetKey, BudgetView, Knowledge, LocalObservation, MemoryStore, Settlement,
-    StateStore,
+    Admission, BudgetKey, BudgetView, Knowledge, LocalObservation, MemoryStore, StateStore,
 };
 use crate::strategy::{Candidate, ChoiceContext, RotationStrategy};
-use crate::token::Token;
-use crate::verdict::{Bucket, Observation, Outcome, Verdict};
+use crate::token::{Token, TokenId};
+use crate::verdict::{Bucket, Observation};
 
 /// Calls the in-memory store directly, or the store trait with `.await`.
 macro_rules! store_call {
@@ -33,6 +32,7 @@ macro_rules! store_call {
 mod lease;
 mod local;
 mod probe;
+mod settle;
 mod snapshot;
 
 pub use lease::Lease;
@@ -89,7 +89,7 @@ struct Inner {
     settled: Notify,
     /// Tasks registered on `settled`; settling skips `Notify` when zero.
     waiters: AtomicUsize,
-    random: AtomicU64,
+    random: SharedRng,
     /// Server time minus local time in milliseconds; `i64::MIN` until measured.
     skew_ms: AtomicI64,
 }
@@ -261,7 +261,7 @@ impl TokenPoolBuilder {
             probe_gate: tokio::sync::Mutex::new(()),
             settled: Notify::new(),
             waiters: AtomicUsize::new(0),
-            random: AtomicU64::new(self.seed.unwrap_or_else(rand::random)),
+            random: SharedRng::new(self.seed.unwrap_or_else(rand::random)),
             skew_ms: AtomicI64::new(i64::MIN),
         };
         Ok(TokenPool {
@@ -343,11 +343,27 @@ impl TokenPool {
     /// [`Error::NoTokens`] when no token can ever serve; [`Error::Strategy`]
     /// when the strategy misbehaves; [`Error::Store`] when the store fails.
     pub async fn acquire(&self, bucket: &Bucket) -> Result<Lease, Error> {
+        self.acquire_avoiding(bucket, &[]).await
+    }
+
+    /// Reserves one unit of budget like [`TokenPool::acquire`], but prefers
+    /// tokens not in `avoid`; an avoided token is used only when no other
+    /// token has budget. A paginated listing uses this to retry a page on
+    /// another token after one could not see it.
+    ///
+    /// # Errors
+    ///
+    /// As [`TokenPool::acquire`].
+    pub async fn acquire_avoiding(
+        &self,
+        bucket: &Bucket,
+        avoid: &[TokenId],
+    ) -> Result<Lease, Error> {
         self.ensure_ready().await;
 
         // The common case takes a token at once and never registers for
         // wake-ups, which costs a lock in `Notify`.
-        if let Attempt::Leased(lease) = self.try_acquire(bucket).await? {
+        if let Attempt::Leased(lease) = self.try_acquire(bucket, avoid).await? {
             return Ok(lease);
         }
         let deadline_ms = match self.inner.wait {
@@ -362,7 +378,7 @@ impl TokenPool {
             tokio::pin!(settled);
             settled.as_mut().enable();
 
-            let (until_ms, busy) = match self.try_acquire(bucket).await? {
+            let (until_ms, busy) = match self.try_acquire(bucket, avoid).await? {
                 Attempt::Leased(lease) => return Ok(lease),
                 Attempt::Wait { until_ms, busy } => (until_ms, busy),
             };
@@ -401,9 +417,9 @@ impl TokenPool {
         }
     }
 
-    async fn try_acquire(&self, bucket: &Bucket) -> Result<Attempt, Error> {
+    async fn try_acquire(&self, bucket: &Bucket, avoid: &[TokenId]) -> Result<Attempt, Error> {
         if let Some(memory) = self.inner.store.as_memory() {
-            return self.try_acquire_local(memory, bucket);
+            return self.try_acquire_local(memory, bucket, avoid);
         }
         let now_ms = self.inner.clock.now_ms();
         let (rows, bucket_index) = self.rows(bucket)?;
@@ -437,6 +453,10 @@ impl TokenPool {
         }
         if candidates.iter().any(|(p, _)| !rows[*p].degraded) {
             candidates.retain(|(p, _)| !rows[*p].degraded);
+        }
+        let avoided = |p: usize| avoid.contains(rows[p].token.id());
+        if !avoid.is_empty() && candidates.iter().any(|(p, _)| !avoided(*p)) {
+            candidates.retain(|(p, _)| !avoided(*p));
         }
 
         let mut offered: Vec<Candidate> = candidates.iter().map(|(_, c)| *c).collect();
@@ -518,7 +538,7 @@ impl TokenPool {
     fn choose(&self, offered: &[Candidate], now_ms: u64) -> Result<usize, Error> {
         let context = ChoiceContext {
             now_ms,
-            random: self.next_random(),
+            random: self.inner.random.next_u64(),
         };
         let strategy = &self.inner.strategy;
         let choice = catch_unwind(AssertUnwindSafe(|| strategy.choose(offered, &context)));
@@ -538,18 +558,6 @@ impl TokenPool {
             ))),
             Err(_) => Err(failure("it panicked while choosing a token".to_owned())),
         }
-    }
-
-    fn next_random(&self) -> u64 {
-        // SplitMix64 over an atomic counter: lock-free and seedable.
-        let mut z = self
-            .inner
-            .random
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
     }
 
     fn touch(&self, token_index: usize, now_ms: u64) {
@@ -663,173 +671,4 @@ impl Inner {
 /// Converts a server time to local time.
 fn shift(server_ms: u64, skew_ms: i64) -> u64 {
     (server_ms as i64).saturating_sub(skew_ms).max(0) as u64
-}
-
-/// Returns the status of a token from the view of its default bucket.
-fn status_of(
-    invalid: bool,
-    reserve: u64,
-    view: &BudgetView,
-    bucket: &Bucket,
-    now_ms: u64,
-) -> TokenStatus {
-    if invalid {
-        return TokenStatus::Invalid;
-    }
-    if view.cooldown_until_ms > now_ms {
-        return TokenStatus::RateLimited {
-            until_ms: view.cooldown_until_ms,
-            bucket: None,
-            kind: LimitKind::Secondary,
-        };
-    }
-    if let Knowledge::Known {
-        remaining,
-        reset_ms,
-        ..
-    } = view.knowledge
-    {
-        if now_ms < reset_ms {
-            if remaining == 0 {
-                return TokenStatus::RateLimited {
-                    until_ms: reset_ms,
-                    bucket: Some(bucket.clone()),
-                    kind: LimitKind::Primary,
-                };
-            }
-            if reserve > 0 && remaining <= reserve {
-                return TokenStatus::RateLimited {
-                    until_ms: reset_ms,
-                    bucket: Some(bucket.clone()),
-                    kind: LimitKind::Reserve,
-                };
-            }
-        }
-    }
-    TokenStatus::Available
-}
-
-/// Applies a verdict's outcome to the pool. Used by leases.
-async fn apply_verdict(
-    inner: &Inner,
-    lease: &lease::LeaseKey,
-    verdict: &Verdict,
-) -> Result<(), Error> {
-    let now_ms = inner.clock.now_ms();
-    let skew_ms = inner.observe_server_date(verdict.server_date_ms, now_ms);
-    let observation = verdict.observation.as_ref();
-    let observed_bucket = observation.and_then(|o| o.bucket.as_ref());
-    let own_bucket = observed_bucket.is_none_or(|b| *b == lease.bucket_name);
-    let local = observation.map(|o| Inner::to_local(o, skew_ms));
-    let key = lease.key();
-
-    let mut settlement = Settlement {
-        sent: true,
-        observation: if own_bucket { local } else { None },
-        exhausted_until_ms: None,
-        answered_without_limits: false,
-        success: false,
-    };
-    match &verdict.outcome {
-        Outcome::Answered => {
-            settlement.success = true;
-            settlement.answered_without_limits = observation.is_none();
-        }
-        Outcome::Forbidden => settlement.success = true,
-        Outcome::ServerError => {}
-        Outcome::PrimaryLimit { reset_ms } => {
-            if own_bucket {
-                let until = reset_ms
-                    .map(|r| shift(r, skew_ms))
-                    .or(local.map(|l| l.reset_ms))
-                    .unwrap_or(now_ms + UNKNOWN_RESET_WAIT_MS);
-                settlement.exhausted_until_ms = Some(until);
-            }
-        }
-        Outcome::SecondaryLimit { retry_after } => {
-            let until = match (retry_after, local) {
-                (Some(wait), _) => Some(now_ms + wait.as_millis() as u64),
-                (None, Some(l)) if l.remaining == 0 => Some(l.reset_ms.max(now_ms)),
-                _ => None,
-            };
-            let until = store_call!(
-                inner,
-                cool_down_now(key, until, now_ms),
-                cool_down(key, until, now_ms)
-            );
-            tracing::debug!(
-                provider = inner.provider.kind(),
-                account = %lease.account_name,
-                wait_ms = until.saturating_sub(now_ms),
-                "secondary rate limit, account cooling down"
-            );
-        }
-        Outcome::InvalidToken => {
-            // A rejected request spends no budget of the token's account.
-            settlement.sent = false;
-            let mut state = inner.state.lock();
-            if let Some(entry) = state.tokens.get_mut(lease.token_index) {
-                if !entry.invalid {
-                    entry.invalid = true;
-                    tracing::warn!(
-                        provider = inner.provider.kind(),
-                        token = %entry.token.id(),
-                        "token rejected as invalid; it is not used again"
-                    );
-                }
-            }
-        }
-    }
-    store_call!(
-        inner,
-        settle_now(key, &settlement, now_ms),
-        settle(key, &settlement, now_ms)
-    );
-
-    if let (Some(local), Some(bucket), false) = (local, observed_bucket, own_bucket) {
-        let bucket_index = inner.bucket_index(bucket);
-        let other = BudgetKey {
-            bucket: bucket_index,
-            bucket_name: bucket.as_str(),
-            ..key
-        };
-        store_call!(
-            inner,
-            observe_now(other, &local),
-            observe(other, &local, now_ms)
-        );
-    }
-    inner.wake_waiters();
-    Ok(())
-}
-
-/// Result of probing one token, applied under the pool lock.
-fn apply_probe_result(inner: &Inner, token_index: usize, result: &Result<Probe, ProbeError>) {
-    let mut state = inner.state.lock();
-    let Some(entry) = state.tokens.get_mut(token_index) else {
-        return;
-    };
-    entry.probed = true;
-    let id = entry.token.id().clone();
-    match result {
-        Ok(probe) => {
-            if let Some(reason) = &probe.degraded {
-                tracing::warn!(provider = inner.provider.kind(), token = %id, reason = %reason, "token degraded; it is used last");
-                entry.degraded = Some(reason.clone());
-            }
-            if let (Some(account), false) = (&probe.account, entry.account_declared) {
-                let account = account.clone();
-                let index = state.account_index(&account);
-                state.tokens[token_index].account = index;
-            }
-        }
-        Err(ProbeError::InvalidToken(reason)) => {
-            entry.invalid = true;
-            tracing::warn!(provider = inner.provider.kind(), token = %id, reason = %reason, "token rejected as invalid at start; it is not used");
-        }
-        Err(ProbeError::Unsupported) => {}
-        Err(error) => {
-            tracing::warn!(provider = inner.provider.kind(), token = %id, error = %error, "status request failed; the budget is learned from responses");
-        }
-    }
 }

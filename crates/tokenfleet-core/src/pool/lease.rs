@@ -3,7 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::{apply_verdict, Inner, Row};
+use super::settle::apply_verdict;
+use super::{Inner, Row};
 use crate::error::Error;
 use crate::store::{BudgetKey, Settlement};
 use crate::token::Token;

@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::pool::lease::{Lease, LeaseKey};
 use crate::store::{Admission, MemoryStore};
 use crate::strategy::Candidate;
+use crate::token::TokenId;
 use crate::verdict::Bucket;
 
 /// Buffers for one pass, kept in the pool state between calls.
@@ -22,6 +23,7 @@ impl TokenPool {
         &self,
         memory: &MemoryStore,
         bucket: &Bucket,
+        avoid: &[TokenId],
     ) -> Result<Attempt, Error> {
         let now_ms = self.inner.clock.now_ms();
         let mut guard = self.inner.state.lock();
@@ -76,6 +78,13 @@ impl TokenPool {
                 position += 1;
                 keep
             });
+        }
+        if !avoid.is_empty() {
+            let tokens = &state.tokens;
+            let avoided = |c: &Candidate| avoid.contains(tokens[c.token_index].token.id());
+            if scratch.candidates.iter().any(|c| !avoided(c)) {
+                scratch.candidates.retain(|c| !avoided(c));
+            }
         }
         if scratch.candidates.is_empty() {
             return Ok(Attempt::Wait { until_ms, busy });

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use super::{apply_probe_result, Inner, TokenPool};
+use super::{Inner, TokenPool};
 use crate::error::Error;
-use crate::provider::Probe;
+use crate::provider::{Probe, ProbeError};
 use crate::status::TokenSnapshot;
 use crate::store::BudgetKey;
 use crate::token::Token;
@@ -140,4 +140,35 @@ async fn apply_probe_limits(inner: &Inner, token_index: usize, probe: &Probe) ->
         );
     }
     Ok(())
+}
+
+/// Result of probing one token, applied under the pool lock.
+fn apply_probe_result(inner: &Inner, token_index: usize, result: &Result<Probe, ProbeError>) {
+    let mut state = inner.state.lock();
+    let Some(entry) = state.tokens.get_mut(token_index) else {
+        return;
+    };
+    entry.probed = true;
+    let id = entry.token.id().clone();
+    match result {
+        Ok(probe) => {
+            if let Some(reason) = &probe.degraded {
+                tracing::warn!(provider = inner.provider.kind(), token = %id, reason = %reason, "token degraded; it is used last");
+                entry.degraded = Some(reason.clone());
+            }
+            if let (Some(account), false) = (&probe.account, entry.account_declared) {
+                let account = account.clone();
+                let index = state.account_index(&account);
+                state.tokens[token_index].account = index;
+            }
+        }
+        Err(ProbeError::InvalidToken(reason)) => {
+            entry.invalid = true;
+            tracing::warn!(provider = inner.provider.kind(), token = %id, reason = %reason, "token rejected as invalid at start; it is not used");
+        }
+        Err(ProbeError::Unsupported) => {}
+        Err(error) => {
+            tracing::warn!(provider = inner.provider.kind(), token = %id, error = %error, "status request failed; the budget is learned from responses");
+        }
+    }
 }

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use super::{status_of, TokenPool};
-use crate::status::{BucketSnapshot, TokenSnapshot, TokenStatus};
-use crate::store::{BudgetKey, Knowledge};
+use super::TokenPool;
+use crate::status::{BucketSnapshot, LimitKind, TokenSnapshot, TokenStatus};
+use crate::store::{BudgetKey, BudgetView, Knowledge};
 use crate::verdict::Bucket;
 
 impl TokenPool {
@@ -141,4 +141,48 @@ fn bucket_snapshot(bucket: &Bucket, knowledge: Knowledge, in_flight: u32) -> Buc
             unlimited: knowledge == Knowledge::Unlimited,
         },
     }
+}
+
+/// Returns the status of a token from the view of its default bucket.
+pub(super) fn status_of(
+    invalid: bool,
+    reserve: u64,
+    view: &BudgetView,
+    bucket: &Bucket,
+    now_ms: u64,
+) -> TokenStatus {
+    if invalid {
+        return TokenStatus::Invalid;
+    }
+    if view.cooldown_until_ms > now_ms {
+        return TokenStatus::RateLimited {
+            until_ms: view.cooldown_until_ms,
+            bucket: None,
+            kind: LimitKind::Secondary,
+        };
+    }
+    if let Knowledge::Known {
+        remaining,
+        reset_ms,
+        ..
+    } = view.knowledge
+    {
+        if now_ms < reset_ms {
+            if remaining == 0 {
+                return TokenStatus::RateLimited {
+                    until_ms: reset_ms,
+                    bucket: Some(bucket.clone()),
+                    kind: LimitKind::Primary,
+                };
+            }
+            if reserve > 0 && remaining <= reserve {
+                return TokenStatus::RateLimited {
+                    until_ms: reset_ms,
+                    bucket: Some(bucket.clone()),
+                    kind: LimitKind::Reserve,
+                };
+            }
+        }
+    }
+    TokenStatus::Available
 }
