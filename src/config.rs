@@ -195,11 +195,13 @@ impl Parser<'_> {
     }
 
     fn error(&self, path: &[Segment], message: impl Into<String>) -> ConfigError {
+        // A token pasted into the wrong place (a key, a URL, a type name)
+        // would otherwise come back in the message that reports it.
         ConfigError {
             file: self.origin.to_owned(),
             line: self.line(path),
-            key: render(path),
-            message: message.into(),
+            key: redact_tokens(&render(path)),
+            message: redact_tokens(&message.into()),
         }
     }
 
@@ -467,6 +469,17 @@ impl Parser<'_> {
                 &child(&path, "base_url"),
                 "the URL contains credentials; remove them and put the token in `tokens` \
                  or `tokens_env`",
+            ));
+        }
+
+        if !matches!(base_url.scheme(), "http" | "https") {
+            return Err(self.error(
+                &child(&path, "base_url"),
+                format!(
+                    "the URL scheme `{}` is not supported; use an http or https URL{}",
+                    base_url.scheme(),
+                    base_url_hint(entry).trim_start_matches("; write an absolute URL")
+                ),
             ));
         }
 
@@ -796,6 +809,30 @@ fn looks_like_token(name: &str) -> bool {
     const PREFIXES: [&str; 6] = ["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"];
     PREFIXES.iter().any(|prefix| name.starts_with(prefix))
         || (name.len() >= 32 && !name.contains('_'))
+}
+
+/// Replaces every word of `text` that looks like a token with `[redacted]`.
+fn redact_tokens(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if looks_like_token(word) {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for ch in text.chars() {
+        if ch.is_alphanumeric() || ch == '_' || ch == '-' {
+            word.push(ch);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(ch);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
 }
 
 /// Suggests a valid `base_url`, taking the example from the provider's

@@ -493,6 +493,33 @@ base_url = "api.example.com/v3"
 }
 
 #[test]
+fn base_url_needs_http_scheme() {
+    let text = "[[providers]]\ntype = \"github\"\nbase_url = \"ftp://127.0.0.1/\"\n";
+    assert_error(
+        &parse_error(text),
+        3,
+        "providers[0].base_url",
+        &["scheme `ftp` is not supported", "http or https"],
+    );
+}
+
+#[test]
+fn token_pasted_as_value_is_redacted() {
+    let cases = [
+        format!("[[providers]]\ntype = \"github\"\nbase_url = \"{CANARY}\"\n"),
+        format!("[strategy]\ntype = \"{CANARY}\"\n"),
+        format!("[[providers]]\ntype = \"github\"\ntokens = [{{ {CANARY} = 1 }}]\n"),
+        format!("[wait]\nmax = \"{CANARY}\"\n"),
+    ];
+    for text in cases {
+        let error = parse_error(&text);
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains(CANARY), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+    }
+}
+
+#[test]
 fn base_url_with_credentials() {
     let text = format!(
         "[[providers]]\ntype = \"github\"\nbase_url = \"https://bot:{CANARY}@127.0.0.1:9/\"\n"

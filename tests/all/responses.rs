@@ -1,7 +1,7 @@
 //! Odd responses: garbled or missing limit headers and HTML error pages.
 
 use serde_json::json;
-use tokenfleet::{ClientError, Token, TokenStatus, WaitPolicy};
+use tokenfleet::{ClientError, Clock, Token, TokenStatus, WaitPolicy};
 use tokenfleet_testkit::AccountLimits;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -142,4 +142,56 @@ async fn failed_status_request_learns_later() {
     assert_eq!(response.status(), 200);
     let alice = snapshot(&fleet, &id("ghp_alice")).await;
     assert_eq!(alice.bucket("core").unwrap().remaining, Some(4999));
+}
+
+#[tokio::test]
+async fn primary_limit_with_past_reset_cools_down() {
+    let clock = support::clock();
+    let server = MockServer::start().await;
+    let fresh_reset_s = START_MS / 1000 + 3600;
+    let status =
+        ResponseTemplate::new(200).set_body_json(rate_limit_body(5000, 5000, fresh_reset_s));
+    Mock::given(method("GET"))
+        .and(path("/rate_limit"))
+        .respond_with(dated(&clock, status))
+        .mount(&server)
+        .await;
+    // Every answer is a primary limit whose reset lies 100 s in the past.
+    let stale_reset_s = START_MS / 1000 - 100;
+    let limited = support::with_limits(
+        ResponseTemplate::new(403).set_body_json(json!({
+            "message": "API rate limit exceeded for user ID 1."
+        })),
+        "core",
+        5000,
+        0,
+        stale_reset_s,
+    );
+    Mock::given(method("GET"))
+        .and(path("/user"))
+        .respond_with(dated(&clock, limited))
+        .mount(&server)
+        .await;
+    let tokens = vec![Token::new("ghp_alice").with_account("alice")];
+    let fleet = support::fleet(&server.uri(), tokens, &clock, WaitPolicy::Fail);
+
+    let error = github(&fleet).get("/user").await.unwrap_err();
+
+    assert!(support::is_exhausted(&error), "{error}");
+    let sent = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|request| request.url.path() == "/user")
+        .count();
+    assert_eq!(sent, 1, "the stale reset must not read as budget returned");
+    let reset = error_reset(&error);
+    assert!(reset > clock.now_ms(), "the cooldown lies in the future");
+}
+
+fn error_reset(error: &ClientError) -> u64 {
+    support::pool_error(error)
+        .earliest_reset_ms()
+        .expect("an exhausted error names its reset")
 }

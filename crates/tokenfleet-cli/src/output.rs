@@ -5,6 +5,21 @@ use tokenfleet::client::github::Repository;
 use tokenfleet::core::clock::format_epoch_ms;
 use tokenfleet::TokenSnapshot;
 
+/// Writes one line to standard output. A closed pipe (`tokenfleet … | head`)
+/// ends the program quietly instead of panicking as `println!` does.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(error) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if error.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("error: writing to standard output failed: {error}");
+            std::process::exit(1);
+        }
+    }};
+}
+
 /// Prints one repository as one JSON object on one line.
 pub(crate) fn print_json_line(owner: &str, repository: &Repository) {
     let line = json!({
@@ -21,7 +36,7 @@ pub(crate) fn print_json_line(owner: &str, repository: &Repository) {
         "created_at": repository.created_at,
         "updated_at": repository.updated_at,
     });
-    println!("{line}");
+    out!("{line}");
 }
 
 /// Prints repositories as an aligned table.
@@ -32,12 +47,15 @@ pub(crate) fn print_repository_table(rows: &[(String, Repository)]) {
         .max()
         .unwrap_or(9)
         .max(9);
-    println!(
+    out!(
         "{:<width$}  {:<12}  {:>5}  {:>8}",
-        "REPOSITORY", "LANGUAGE", "FORK", "ARCHIVED"
+        "REPOSITORY",
+        "LANGUAGE",
+        "FORK",
+        "ARCHIVED"
     );
     for (_, repository) in rows {
-        println!(
+        out!(
             "{:<width$}  {:<12}  {:>5}  {:>8}",
             repository.full_name,
             repository.language.as_deref().unwrap_or("-"),
@@ -45,7 +63,7 @@ pub(crate) fn print_repository_table(rows: &[(String, Repository)]) {
             if repository.archived { "yes" } else { "no" },
         );
     }
-    println!("{} repositories", rows.len());
+    out!("{} repositories", rows.len());
 }
 
 fn limit_text(token: &TokenSnapshot, bucket: &str) -> String {
@@ -61,9 +79,14 @@ fn limit_text(token: &TokenSnapshot, bucket: &str) -> String {
 
 /// Prints token statuses as an aligned table.
 pub(crate) fn print_status_table(rows: &[(String, TokenSnapshot)]) {
-    println!(
+    out!(
         "{:<10}  {:<28}  {:<22}  {:>11}  {:>9}  {:<29}  STATUS",
-        "PROVIDER", "TOKEN", "ACCOUNT", "CORE", "SEARCH", "CORE RESETS"
+        "PROVIDER",
+        "TOKEN",
+        "ACCOUNT",
+        "CORE",
+        "SEARCH",
+        "CORE RESETS"
     );
     for (provider, token) in rows {
         let reset = token
@@ -75,7 +98,7 @@ pub(crate) fn print_status_table(rows: &[(String, TokenSnapshot)]) {
         if let Some(reason) = &token.degraded {
             status.push_str(&format!(" (degraded: {reason})"));
         }
-        println!(
+        out!(
             "{:<10}  {:<28}  {:<22}  {:>11}  {:>9}  {:<29}  {}",
             provider,
             token.id.as_str(),
@@ -87,7 +110,7 @@ pub(crate) fn print_status_table(rows: &[(String, TokenSnapshot)]) {
         );
     }
     let available = rows.iter().filter(|(_, t)| t.status.is_available()).count();
-    println!("{} tokens, {available} available", rows.len());
+    out!("{} tokens, {available} available", rows.len());
 }
 
 /// Prints token statuses as one JSON object per line.
@@ -117,6 +140,6 @@ pub(crate) fn print_status_json(rows: &[(String, TokenSnapshot)]) {
             "degraded": token.degraded,
             "buckets": buckets,
         });
-        println!("{line}");
+        out!("{line}");
     }
 }

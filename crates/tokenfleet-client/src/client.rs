@@ -323,7 +323,7 @@ impl Client {
                         return Err(ClientError::TooManyAttempts {
                             url: scrub_url(&url),
                             attempts,
-                            message: format!("last response was {status} ({:?})", verdict.outcome),
+                            message: format!("last response was {status} ({})", verdict.outcome),
                         });
                     }
                     continue;

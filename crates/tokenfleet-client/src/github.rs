@@ -63,6 +63,16 @@ pub struct Repository {
     pub updated_at: Option<String>,
 }
 
+/// Returns true for a GitHub login: 1 to 100 letters, digits, `-` (and
+/// `_`, which managed-user logins contain). Anything else could change the
+/// request path once the URL parser normalises it (`..`, `%2e`, `\\`).
+fn is_login(owner: &str) -> bool {
+    (1..=100).contains(&owner.len())
+        && owner
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 #[derive(Debug, Deserialize)]
 struct SearchPage {
     items: Vec<Repository>,
@@ -106,9 +116,10 @@ impl Github<'_> {
     /// the errors of [`Client::send`].
     pub async fn repositories(&self, owner: &str) -> Result<Vec<Repository>, ClientError> {
         let owner = owner.trim();
-        if owner.is_empty() || owner.contains(['/', '?', '#']) {
+        if !is_login(owner) {
             return Err(ClientError::InvalidRequest(format!(
-                "invalid owner {owner:?}: expected a user or organization login such as \"octocat\""
+                "invalid owner {owner:?}: expected a user or organization login of letters, \
+                 digits, `-` and `_`, such as \"octocat\""
             )));
         }
         let url = self.client.url(&format!(
@@ -199,5 +210,27 @@ impl Github<'_> {
             }
             return Err(Client::status_error(&response));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_login;
+
+    #[test]
+    fn login_accepts_github_names() {
+        for login in ["octocat", "rust-lang", "a", "user_emu", "yyx990803"] {
+            assert!(is_login(login), "{login}");
+        }
+    }
+
+    #[test]
+    fn login_rejects_path_changes() {
+        for owner in [
+            "", "..", "%2e%2e", "a\\b", "..\\..", "a/b", "a?b", "a#b", "a b", "é",
+        ] {
+            assert!(!is_login(owner), "{owner}");
+        }
+        assert!(!is_login(&"a".repeat(101)));
     }
 }

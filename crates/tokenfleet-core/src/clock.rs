@@ -97,7 +97,7 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that only moves when told to, for tests and simulations.
+/// A clock that moves only when a test advances it or sleeps on it.
 ///
 /// A sleep on this clock moves the clock forward to the sleep's deadline at
 /// once (if it is not already past it) and then yields, so a test that
@@ -124,7 +124,7 @@ impl ManualClock {
     /// Moves the clock forward by `duration`.
     pub fn advance(&self, duration: Duration) {
         self.now_ms
-            .fetch_add(duration.as_millis() as u64, Ordering::SeqCst);
+            .fetch_add(crate::pool::millis(duration), Ordering::SeqCst);
     }
 
     /// Moves the clock forward to `deadline_ms` unless it is already later.
@@ -139,7 +139,7 @@ impl Clock for ManualClock {
     }
 
     fn sleep(&self, duration: Duration) -> Sleep {
-        let deadline = self.now_ms().saturating_add(duration.as_millis() as u64);
+        let deadline = self.now_ms().saturating_add(crate::pool::millis(duration));
         let clock = self.clone();
         Box::pin(async move {
             clock.advance_to(deadline);
@@ -194,7 +194,9 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
 
 /// Formats epoch milliseconds as an HTTP date such as `Fri, 04 Dec 2026 16:00:00 GMT`.
 pub fn format_epoch_ms(ms: u64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(ms);
+    // HTTP dates end at the year 9999; a server can send a later reset.
+    const LAST_HTTP_DATE_MS: u64 = 253_402_300_799_999;
+    let time = UNIX_EPOCH + Duration::from_millis(ms.min(LAST_HTTP_DATE_MS));
     httpdate::fmt_http_date(time)
 }
 
@@ -207,6 +209,12 @@ mod tests {
         let clock = ManualClock::new(1_000);
         clock.sleep(Duration::from_secs(3600)).await;
         assert_eq!(clock.now_ms(), 1_000 + 3_600_000);
+    }
+
+    #[test]
+    fn far_future_dates_format() {
+        let text = format_epoch_ms(300_000_000_000_000);
+        assert!(text.contains("9999"), "{text}");
     }
 
     #[tokio::test]

@@ -368,7 +368,7 @@ impl TokenPool {
         }
         let deadline_ms = match self.inner.wait {
             WaitPolicy::Fail => None,
-            WaitPolicy::UpTo(max) => Some(self.inner.clock.now_ms() + max.as_millis() as u64),
+            WaitPolicy::UpTo(max) => Some(self.inner.clock.now_ms().saturating_add(millis(max))),
         };
         let _waiting = WaiterGuard::register(&self.inner.waiters);
         loop {
@@ -384,7 +384,7 @@ impl TokenPool {
             };
 
             let now_ms = self.inner.clock.now_ms();
-            let wake_ms = until_ms.map(|until| until + RESET_MARGIN_MS);
+            let wake_ms = until_ms.map(|until| until.saturating_add(RESET_MARGIN_MS));
             let within_policy = match (wake_ms, deadline_ms) {
                 (Some(wake), Some(deadline)) => wake <= deadline,
                 _ => false,
@@ -666,6 +666,11 @@ impl Inner {
     fn bucket_index(&self, bucket: &Bucket) -> usize {
         self.state.lock().bucket_index(bucket)
     }
+}
+
+/// Converts a duration to whole milliseconds, saturating at `u64::MAX`.
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Converts a server time to local time.

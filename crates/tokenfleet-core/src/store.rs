@@ -450,7 +450,7 @@ impl MemoryStore {
                     let doublings = (account.strikes - 1).min(8);
                     let wait =
                         (SECONDARY_BASE_COOLDOWN_MS << doublings).min(SECONDARY_MAX_COOLDOWN_MS);
-                    now_ms + wait
+                    now_ms.saturating_add(wait)
                 }
             };
             account.cooldown_until_ms = account.cooldown_until_ms.max(until);
@@ -503,7 +503,11 @@ impl LockedBudgets<'_> {
 fn apply_observation(budget: &mut BudgetState, observation: &LocalObservation) -> Option<u64> {
     let mut spent = None;
     if let Knowledge::Known { reset_ms, .. } = budget.knowledge {
-        if observation.reset_ms + SAME_WINDOW_TOLERANCE_MS < reset_ms {
+        if observation
+            .reset_ms
+            .saturating_add(SAME_WINDOW_TOLERANCE_MS)
+            < reset_ms
+        {
             return None;
         }
         let same_window = observation.reset_ms.abs_diff(reset_ms) <= SAME_WINDOW_TOLERANCE_MS;

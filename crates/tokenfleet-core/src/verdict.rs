@@ -91,6 +91,22 @@ pub enum Outcome {
     ServerError,
 }
 
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Answered => f.write_str("answered"),
+            Self::PrimaryLimit { .. } => f.write_str("primary rate limit"),
+            Self::SecondaryLimit {
+                retry_after: Some(wait),
+            } => write!(f, "secondary rate limit, retry after {} s", wait.as_secs()),
+            Self::SecondaryLimit { retry_after: None } => f.write_str("secondary rate limit"),
+            Self::InvalidToken => f.write_str("invalid token"),
+            Self::Forbidden => f.write_str("forbidden"),
+            Self::ServerError => f.write_str("server error"),
+        }
+    }
+}
+
 /// A provider's reading of one response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {

@@ -477,3 +477,44 @@ async fn pool_debug_hides_secrets() {
     let text = format!("{pool:?} {lease:?} {:?}", pool.tokens().await);
     assert!(!text.contains(CANARY), "{text}");
 }
+
+#[tokio::test]
+async fn huge_durations_saturate() {
+    let clock = ManualClock::new(1_000_000);
+    let server = Server::new(clock.clone());
+    server.add("a", 0, 0);
+    let wait = WaitPolicy::UpTo(Duration::MAX);
+    let pool = known_pool(
+        &clock,
+        &server,
+        vec![Token::new("t1").with_account("a")],
+        2,
+        wait,
+    )
+    .await;
+
+    // The maximum wait does not overflow: the pool waits for the reset.
+    let lease = pool.acquire(&core()).await.unwrap();
+    let verdict = server.answer("a", 2);
+    lease.complete(&verdict).await.unwrap();
+    let lease = pool.acquire(&core()).await.unwrap();
+    assert!(clock.now_ms() >= 1_000_000 + 3_600_000);
+
+    // A retry-after past the end of time cools the account down for good,
+    // without wrapping into the past.
+    lease
+        .complete(&Verdict::new(Outcome::SecondaryLimit {
+            retry_after: Some(Duration::from_secs(u64::MAX)),
+        }))
+        .await
+        .unwrap();
+    let statuses = pool.tokens().await;
+    assert!(matches!(
+        statuses[0].status,
+        TokenStatus::RateLimited {
+            kind: LimitKind::Secondary,
+            until_ms: u64::MAX,
+            ..
+        }
+    ));
+}

@@ -1,7 +1,7 @@
-//! Applying a response's verdict to the pool and its store.
+//! Settlement: a response's verdict applied to the pool and its store.
 
 use super::lease::LeaseKey;
-use super::{shift, Inner, UNKNOWN_RESET_WAIT_MS};
+use super::{millis, shift, Inner, UNKNOWN_RESET_WAIT_MS};
 use crate::error::Error;
 use crate::store::{BudgetKey, Settlement};
 use crate::verdict::{Outcome, Verdict};
@@ -36,16 +36,20 @@ pub(super) async fn apply_verdict(
         Outcome::ServerError => {}
         Outcome::PrimaryLimit { reset_ms } => {
             if own_bucket {
+                // A reset that is not in the future (stale, zero, garbled
+                // into the past) says nothing about when budget returns,
+                // so it counts as unknown rather than "available now".
                 let until = reset_ms
                     .map(|r| shift(r, skew_ms))
                     .or(local.map(|l| l.reset_ms))
-                    .unwrap_or(now_ms + UNKNOWN_RESET_WAIT_MS);
+                    .filter(|until| *until > now_ms)
+                    .unwrap_or(now_ms.saturating_add(UNKNOWN_RESET_WAIT_MS));
                 settlement.exhausted_until_ms = Some(until);
             }
         }
         Outcome::SecondaryLimit { retry_after } => {
             let until = match (retry_after, local) {
-                (Some(wait), _) => Some(now_ms + wait.as_millis() as u64),
+                (Some(wait), _) => Some(now_ms.saturating_add(millis(*wait))),
                 (None, Some(l)) if l.remaining == 0 => Some(l.reset_ms.max(now_ms)),
                 _ => None,
             };
