@@ -50,6 +50,9 @@ const BUSY_RECHECK: Duration = Duration::from_millis(200);
 /// are noise.
 const SKEW_TOLERANCE_MS: i64 = 2_000;
 
+/// The largest `Date` offset taken as clock skew.
+const MAX_SKEW_MS: i64 = 24 * 3_600_000;
+
 /// How long a token waits after a primary limit whose reset time is unknown.
 const UNKNOWN_RESET_WAIT_MS: u64 = 60_000;
 
@@ -641,8 +644,12 @@ impl Inner {
     fn observe_server_date(&self, server_date_ms: Option<u64>, now_ms: u64) -> i64 {
         let current = self.skew_ms.load(Ordering::Relaxed);
         if let Some(date) = server_date_ms {
-            let measured = date as i64 - now_ms as i64;
-            if current == i64::MIN || (measured - current).abs() > SKEW_TOLERANCE_MS {
+            let measured = (date as i64).saturating_sub(now_ms as i64);
+            // A gap of more than a day is a broken `Date` header, not a
+            // skewed clock; trusting it would move every reset by as much.
+            let plausible = measured.abs() <= MAX_SKEW_MS;
+            if plausible && (current == i64::MIN || (measured - current).abs() > SKEW_TOLERANCE_MS)
+            {
                 self.skew_ms.store(measured, Ordering::Relaxed);
                 return measured;
             }
