@@ -1,7 +1,7 @@
 //! The TOML configuration: providers with their tokens, the strategy and
 //! the wait policy.
 //!
-//! Every error names the file, the line and the key path, and says what
+//! Every error names the file, the line and the key path, and states what
 //! would be valid. Plugin tables are deserialized by typetag, which loses
 //! the position of keys inside them, so this module keeps the key path
 //! itself (with `serde_path_to_error`) and maps it back to a line through
@@ -23,7 +23,7 @@ pub struct FleetConfig {
     pub(crate) strategy: Option<Value>,
     /// One entry per `[[providers]]` table.
     pub providers: Vec<ProviderConfig>,
-    /// What `acquire` does when no token has budget.
+    /// The behaviour of `acquire` when no token has budget.
     pub wait: WaitPolicy,
     pub(crate) origin: String,
 }
@@ -31,7 +31,7 @@ pub struct FleetConfig {
 /// One `[[providers]]` table.
 #[derive(Debug)]
 pub struct ProviderConfig {
-    /// The name the fleet knows this provider by: `name`, else its `type`.
+    /// The provider's name in the fleet: `name`, else its `type`.
     pub name: String,
     /// The provider plugin.
     pub provider: std::sync::Arc<dyn Provider>,
@@ -46,7 +46,7 @@ pub struct ProviderConfig {
     pub(crate) tokens_env_line: Option<usize>,
 }
 
-/// Where a token's secret comes from.
+/// The source of a token's secret.
 pub enum TokenSource {
     /// An environment variable.
     Env(String),
@@ -66,7 +66,7 @@ impl fmt::Debug for TokenSource {
 /// One entry of `tokens`.
 #[derive(Debug)]
 pub struct TokenConfig {
-    /// Where the secret comes from.
+    /// The source of the secret.
     pub source: TokenSource,
     /// Priority; lower is used first by the priority strategy.
     pub priority: u32,
@@ -91,7 +91,7 @@ pub struct ConfigError {
     pub line: Option<usize>,
     /// The key path, such as `providers[0].tokens[1].env`.
     pub key: String,
-    /// What is wrong and what would be valid.
+    /// The problem and what would be valid.
     pub message: String,
 }
 

@@ -187,7 +187,7 @@ impl Client {
     /// Sends a request through the pool and returns the provider's response.
     ///
     /// Rate limits and invalid tokens rotate to another token (or wait, as
-    /// the pool's wait policy says); transient failures of idempotent
+    /// the pool's wait policy allows); transient failures of idempotent
     /// requests are retried with backoff. Any other response, success or
     /// not, is returned as a [`Response`].
     ///

@@ -73,7 +73,7 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Returns the HTTP status of a provider answer, when the error carries one.
+    /// Returns the HTTP status of a provider response, when the error carries one.
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             Self::Server { status, .. } | Self::Status { status, .. } => Some(*status),

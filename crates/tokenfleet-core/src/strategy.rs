@@ -26,7 +26,7 @@ pub struct Candidate {
     pub last_used_ms: u64,
 }
 
-/// What a strategy may read besides the candidates.
+/// The context a strategy may read besides the candidates.
 #[derive(Debug, Clone, Copy)]
 pub struct ChoiceContext {
     /// The current time in epoch milliseconds.

@@ -1,4 +1,4 @@
-//! What a provider reads from a response: the observed limits and the class of the answer.
+//! A provider's reading of a response: the observed limits and the class of the response.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -56,9 +56,9 @@ pub struct Observation {
     pub bucket: Option<Bucket>,
     /// The budget of one window.
     pub limit: u64,
-    /// What is left of the budget in the current window.
+    /// The budget left in the current window.
     pub remaining: u64,
-    /// What was spent in the current window, when stated.
+    /// The budget spent in the current window, when stated.
     pub used: Option<u64>,
     /// The end of the current window, in server epoch milliseconds.
     pub reset_ms: u64,
@@ -68,7 +68,7 @@ pub struct Observation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Outcome {
-    /// An answer that is returned to the caller, whatever its status:
+    /// A response that is returned to the caller, whatever its status:
     /// success, not found, a validation error.
     Answered,
     /// The token's budget in a bucket is spent until `reset_ms` (server
@@ -85,7 +85,7 @@ pub enum Outcome {
     /// The token is invalid, expired or revoked.
     InvalidToken,
     /// A refusal that is not a rate limit (missing permission, SSO): the
-    /// answer goes back to the caller and no token changes state.
+    /// response goes back to the caller and no token changes state.
     Forbidden,
     /// A transient server error (5xx, a proxy's HTML error page).
     ServerError,

@@ -77,7 +77,7 @@ impl GithubDemo {
     }
 }
 
-/// A stable repository count between 20 and 399 for an owner name.
+/// Derives a stable repository count between 20 and 399 from an owner name.
 fn repository_count(owner: &str) -> usize {
     let sum: usize = owner.bytes().map(usize::from).sum();
     20 + sum % 380

@@ -37,7 +37,7 @@ pub(super) async fn apply_verdict(
         Outcome::PrimaryLimit { reset_ms } => {
             if own_bucket {
                 // A reset that is not in the future (stale, zero, garbled
-                // into the past) says nothing about when budget returns,
+                // into the past) tells nothing about when budget returns,
                 // so it counts as unknown rather than "available now".
                 let until = reset_ms
                     .map(|r| shift(r, skew_ms))
