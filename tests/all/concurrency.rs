@@ -81,6 +81,33 @@ async fn burst_on_one_account_shares_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spent_account_is_learned_before_use() {
+    let clock = support::clock();
+    let sim = support::simulator(&clock).await;
+    let window = Duration::from_secs(5);
+    sim.add_account("shared", AccountLimits::default().core(3, window));
+    sim.add_token("ghp_shared_1", "shared");
+    sim.add_token("ghp_shared_2", "shared");
+    // The budget is spent before the pool starts, so `GET /user` cannot
+    // tell at first that both tokens belong to one user.
+    sim.set_remaining("shared", "core", 0);
+    let tokens = vec![Token::new("ghp_shared_1"), Token::new("ghp_shared_2")];
+    let fleet = support::fleet(&sim.uri(), tokens, &clock, WaitPolicy::UpTo(HOUR));
+
+    let results = burst(github(&fleet)).await;
+
+    assert_eq!(successes(&results), TASKS);
+    assert_eq!(sim.over_limit_responses(), 0);
+    let snapshots = fleet.tokens("github").await;
+    assert_eq!(snapshots[0].account, snapshots[1].account);
+    assert!(
+        snapshots[0].account.starts_with("github-user:"),
+        "{}",
+        snapshots[0].account
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn burst_with_waiting_finishes_after_reset() {
     let clock = support::clock();
     let sim = support::simulator(&clock).await;

@@ -212,6 +212,7 @@ async fn repos(source: &Source, owners: &[String]) -> Result<ExitCode, String> {
         .client(&provider)
         .ok_or_else(|| format!("no provider named {provider:?}"))?;
     let mut failed = false;
+    let mut pool_error = None;
     let mut all: Vec<(String, Repository)> = Vec::new();
     for owner in owners {
         match client.github().repositories(owner).await {
@@ -225,7 +226,10 @@ async fn repos(source: &Source, owners: &[String]) -> Result<ExitCode, String> {
                 }
             }
             Err(ClientError::Pool(error)) => {
-                return Err(format!("listing repositories of {owner} failed: {error}"));
+                // No token can serve the next owners either; print what was
+                // listed so far, then the reason.
+                pool_error = Some(format!("listing repositories of {owner} failed: {error}"));
+                break;
             }
             Err(error) => {
                 eprintln!("error: listing repositories of {owner} failed: {error}");
@@ -235,6 +239,9 @@ async fn repos(source: &Source, owners: &[String]) -> Result<ExitCode, String> {
     }
     if matches!(source.format, Format::Table) {
         output::print_repository_table(&all);
+    }
+    if let Some(message) = pool_error {
+        return Err(message);
     }
     Ok(if failed {
         ExitCode::FAILURE

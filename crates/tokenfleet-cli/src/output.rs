@@ -39,16 +39,25 @@ pub(crate) fn print_json_line(owner: &str, repository: &Repository) {
     out!("{line}");
 }
 
+/// Returns the width of the widest of `header` and the `values`, in characters.
+fn column_width<'a>(header: &str, values: impl Iterator<Item = &'a str>) -> usize {
+    values
+        .map(|value| value.chars().count())
+        .chain(std::iter::once(header.chars().count()))
+        .max()
+        .unwrap_or(0)
+}
+
 /// Prints repositories as an aligned table.
 pub(crate) fn print_repository_table(rows: &[(String, Repository)]) {
-    let width = rows
-        .iter()
-        .map(|(_, r)| r.full_name.len())
-        .max()
-        .unwrap_or(9)
-        .max(9);
+    let name = column_width("REPOSITORY", rows.iter().map(|(_, r)| r.full_name.as_str()));
+    let language = column_width(
+        "LANGUAGE",
+        rows.iter()
+            .map(|(_, r)| r.language.as_deref().unwrap_or("-")),
+    );
     out!(
-        "{:<width$}  {:<12}  {:>5}  {:>8}",
+        "{:<name$}  {:<language$}  {:>5}  {:>8}",
         "REPOSITORY",
         "LANGUAGE",
         "FORK",
@@ -56,7 +65,7 @@ pub(crate) fn print_repository_table(rows: &[(String, Repository)]) {
     );
     for (_, repository) in rows {
         out!(
-            "{:<width$}  {:<12}  {:>5}  {:>8}",
+            "{:<name$}  {:<language$}  {:>5}  {:>8}",
             repository.full_name,
             repository.language.as_deref().unwrap_or("-"),
             if repository.fork { "yes" } else { "no" },
@@ -79,8 +88,11 @@ fn limit_text(token: &TokenSnapshot, bucket: &str) -> String {
 
 /// Prints token statuses as an aligned table.
 pub(crate) fn print_status_table(rows: &[(String, TokenSnapshot)]) {
+    let provider_width = column_width("PROVIDER", rows.iter().map(|(p, _)| p.as_str()));
+    let token_width = column_width("TOKEN", rows.iter().map(|(_, t)| t.id.as_str()));
+    let account_width = column_width("ACCOUNT", rows.iter().map(|(_, t)| t.account.as_str()));
     out!(
-        "{:<10}  {:<28}  {:<22}  {:>11}  {:>9}  {:<29}  STATUS",
+        "{:<provider_width$}  {:<token_width$}  {:<account_width$}  {:>11}  {:>9}  {:<29}  STATUS",
         "PROVIDER",
         "TOKEN",
         "ACCOUNT",
@@ -99,7 +111,7 @@ pub(crate) fn print_status_table(rows: &[(String, TokenSnapshot)]) {
             status.push_str(&format!(" (degraded: {reason})"));
         }
         out!(
-            "{:<10}  {:<28}  {:<22}  {:>11}  {:>9}  {:<29}  {}",
+            "{:<provider_width$}  {:<token_width$}  {:<account_width$}  {:>11}  {:>9}  {:<29}  {}",
             provider,
             token.id.as_str(),
             token.account,

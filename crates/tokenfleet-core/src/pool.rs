@@ -114,6 +114,10 @@ struct TokenEntry {
     invalid: bool,
     degraded: Option<String>,
     probed: bool,
+    /// The provider could not name the token's account yet. Such a token
+    /// may share a budget with another token without the pool knowing, so
+    /// it is not used until a later probe learns its account.
+    account_pending: bool,
     last_used_ms: u64,
 }
 
@@ -125,6 +129,7 @@ struct Row {
     account: usize,
     account_name: Arc<str>,
     degraded: bool,
+    account_pending: bool,
     last_used_ms: u64,
 }
 
@@ -163,6 +168,7 @@ impl PoolState {
             invalid: false,
             degraded: None,
             probed: false,
+            account_pending: false,
             last_used_ms: 0,
         });
     }
@@ -375,6 +381,9 @@ impl TokenPool {
         };
         let _waiting = WaiterGuard::register(&self.inner.waiters);
         loop {
+            // A token whose account was pending may be ready for its probe.
+            self.ensure_ready().await;
+
             // Register first, then look again, so a settlement between the
             // two cannot be missed.
             let settled = self.inner.settled.notified();
@@ -428,11 +437,20 @@ impl TokenPool {
         let (rows, bucket_index) = self.rows(bucket)?;
         let keys: Vec<BudgetKey<'_>> = rows
             .iter()
-            .map(|row| BudgetKey {
-                account: row.account,
-                account_name: &row.account_name,
-                bucket: bucket_index,
-                bucket_name: bucket.as_str(),
+            .map(|row| {
+                // A token whose account is pending is judged by its default
+                // bucket, whose reset says when it can be probed again.
+                let (bucket, bucket_name) = if row.account_pending {
+                    (0, self.inner.default_bucket.as_str())
+                } else {
+                    (bucket_index, bucket.as_str())
+                };
+                BudgetKey {
+                    account: row.account,
+                    account_name: &row.account_name,
+                    bucket,
+                    bucket_name,
+                }
             })
             .collect();
         let mut views = Vec::with_capacity(rows.len());
@@ -445,6 +463,16 @@ impl TokenPool {
         let mut until_ms: Option<u64> = None;
         let mut busy = false;
         for (position, (row, view)) in rows.iter().zip(&views).enumerate() {
+            if row.account_pending {
+                match pending_wait(view, now_ms) {
+                    Some(at) => until_ms = Some(until_ms.map_or(at, |u| u.min(at))),
+                    None => {
+                        self.inner.ready.store(false, Ordering::Release);
+                        busy = true;
+                    }
+                }
+                continue;
+            }
             let floor = row.token.reserve();
             match view.admits(floor, now_ms) {
                 Admission::Admit => candidates.push((position, candidate(row, view, now_ms))),
@@ -529,6 +557,7 @@ impl TokenPool {
                 account: entry.account,
                 account_name: Arc::clone(&state.accounts[entry.account]),
                 degraded: entry.degraded.is_some(),
+                account_pending: entry.account_pending,
                 last_used_ms: entry.last_used_ms,
             })
             .collect();
@@ -583,6 +612,16 @@ impl TokenPool {
 
 fn candidate(row: &Row, view: &BudgetView, now_ms: u64) -> Candidate {
     candidate_of(row.token_index, &row.token, row.last_used_ms, view, now_ms)
+}
+
+/// Returns when a token whose account is still unknown can be probed
+/// again: its default bucket's reset, or `None` when that has passed (or
+/// no reset is known) and a probe can go out now.
+fn pending_wait(default_view: &BudgetView, now_ms: u64) -> Option<u64> {
+    match default_view.knowledge {
+        Knowledge::Known { reset_ms, .. } if reset_ms > now_ms => Some(reset_ms),
+        _ => None,
+    }
 }
 
 /// Describes one admissible token to the strategy.

@@ -59,6 +59,10 @@ pub struct Probe {
     pub degraded: Option<String>,
     /// The server's `Date`, in epoch milliseconds.
     pub server_date_ms: Option<u64>,
+    /// The account could not be learned now (learning it costs budget that
+    /// is spent), so the pool keeps the token out of use and probes it
+    /// again once its default bucket resets.
+    pub account_deferred: bool,
 }
 
 /// The reason a status request did not produce a [`Probe`].

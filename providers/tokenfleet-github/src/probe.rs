@@ -132,8 +132,14 @@ pub(crate) async fn probe(
         ));
     }
 
-    if learn_account && core_limits.remaining > 0 {
-        learn_user(github, token, transport, &mut probe).await?;
+    if learn_account {
+        if core_limits.remaining > 0 {
+            learn_user(github, token, transport, &mut probe).await?;
+        } else {
+            // `GET /user` would be refused for want of budget; until it
+            // answers, two tokens of one user could not be told apart.
+            probe.account_deferred = true;
+        }
     }
 
     Ok(probe)

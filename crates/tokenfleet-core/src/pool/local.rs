@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{candidate_of, Attempt, TokenPool};
+use super::{candidate_of, pending_wait, Attempt, TokenPool};
 use crate::error::Error;
 use crate::pool::lease::{Lease, LeaseKey};
 use crate::store::{Admission, MemoryStore};
@@ -41,11 +41,24 @@ impl TokenPool {
         let mut busy = false;
         let mut valid = 0usize;
         let mut healthy = 0usize;
+        let mut relearn = false;
         for (token_index, entry) in state.tokens.iter().enumerate() {
             if entry.invalid {
                 continue;
             }
             valid += 1;
+            if entry.account_pending {
+                // Usable once a probe learns the account, which needs the
+                // default bucket's budget back.
+                match pending_wait(&budgets.view(entry.account, 0), now_ms) {
+                    Some(at) => until_ms = Some(until_ms.map_or(at, |u| u.min(at))),
+                    None => {
+                        relearn = true;
+                        busy = true;
+                    }
+                }
+                continue;
+            }
             let view = budgets.view(entry.account, bucket_index);
             let floor = entry.token.reserve();
             match view.admits(floor, now_ms) {
@@ -68,6 +81,12 @@ impl TokenPool {
         }
         if valid == 0 {
             return Err(self.all_invalid(&state.tokens));
+        }
+        if relearn {
+            // The next pass of `acquire` probes the pending tokens again.
+            self.inner
+                .ready
+                .store(false, std::sync::atomic::Ordering::Release);
         }
         if healthy > 0 && healthy < scratch.candidates.len() {
             // Degraded tokens are offered only when nothing else has budget.

@@ -32,7 +32,7 @@ impl TokenPool {
                 .tokens
                 .iter()
                 .enumerate()
-                .filter(|(_, e)| !e.probed && !e.invalid)
+                .filter(|(_, e)| (!e.probed || e.account_pending) && !e.invalid)
                 .map(|(i, e)| (i, Arc::clone(&e.token)))
                 .collect()
         };
@@ -152,6 +152,15 @@ fn apply_probe_result(inner: &Inner, token_index: usize, result: &Result<Probe, 
     let id = entry.token.id().clone();
     match result {
         Ok(probe) => {
+            entry.account_pending =
+                probe.account_deferred && probe.account.is_none() && !entry.account_declared;
+            if entry.account_pending {
+                tracing::debug!(
+                    provider = inner.provider.kind(),
+                    token = %id,
+                    "account not learned yet; the token waits for its budget to reset"
+                );
+            }
             if let Some(reason) = &probe.degraded {
                 tracing::warn!(provider = inner.provider.kind(), token = %id, reason = %reason, "token degraded; it is used last");
                 entry.degraded = Some(reason.clone());
