@@ -156,7 +156,7 @@ async fn primary_limit_with_past_reset_cools_down() {
         .respond_with(dated(&clock, status))
         .mount(&server)
         .await;
-    // Every answer is a primary limit whose reset lies 100 s in the past.
+    // Every response is a primary limit whose reset lies 100 s in the past.
     let stale_reset_s = START_MS / 1000 - 100;
     let limited = support::with_limits(
         ResponseTemplate::new(403).set_body_json(json!({

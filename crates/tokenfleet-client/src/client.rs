@@ -186,8 +186,8 @@ impl Client {
 
     /// Sends a request through the pool and returns the provider's response.
     ///
-    /// Rate limits and invalid tokens rotate to another token (or wait, as
-    /// the pool's wait policy allows); transient failures of idempotent
+    /// Rate limits and invalid tokens rotate to another token, or wait as
+    /// the pool's wait policy allows. Transient failures of idempotent
     /// requests are retried with backoff. Any other response, success or
     /// not, is returned as a [`Response`].
     ///

@@ -439,7 +439,7 @@ impl TokenPool {
             .iter()
             .map(|row| {
                 // A token whose account is pending is judged by its default
-                // bucket, whose reset says when it can be probed again.
+                // bucket, whose reset is when it can be probed again.
                 let (bucket, bucket_name) = if row.account_pending {
                     (0, self.inner.default_bucket.as_str())
                 } else {
@@ -454,10 +454,7 @@ impl TokenPool {
             })
             .collect();
         let mut views = Vec::with_capacity(rows.len());
-        match self.inner.store.as_memory() {
-            Some(memory) => memory.view_now(&keys, &mut views),
-            None => self.inner.store.view(&keys, &mut views).await?,
-        }
+        self.inner.store.view(&keys, &mut views).await?;
 
         let mut candidates = Vec::with_capacity(rows.len());
         let mut until_ms: Option<u64> = None;
@@ -465,7 +462,7 @@ impl TokenPool {
         for (position, (row, view)) in rows.iter().zip(&views).enumerate() {
             if row.account_pending {
                 match pending_wait(view, now_ms) {
-                    Some(at) => until_ms = Some(until_ms.map_or(at, |u| u.min(at))),
+                    Some(at) => keep_earliest(&mut until_ms, at),
                     None => {
                         self.inner.ready.store(false, Ordering::Release);
                         busy = true;
@@ -478,7 +475,7 @@ impl TokenPool {
                 Admission::Admit => candidates.push((position, candidate(row, view, now_ms))),
                 Admission::Busy => busy = true,
                 Admission::Exhausted(at) | Admission::CoolingDown(at) => {
-                    until_ms = Some(until_ms.map_or(at, |u| u.min(at)));
+                    keep_earliest(&mut until_ms, at);
                 }
             }
         }
@@ -496,15 +493,11 @@ impl TokenPool {
             let position = candidates[chosen].0;
             let row = &rows[position];
             let key = keys[position];
-            let admission = match self.inner.store.as_memory() {
-                Some(memory) => memory.try_reserve_now(key, row.token.reserve(), now_ms),
-                None => {
-                    self.inner
-                        .store
-                        .try_reserve(key, row.token.reserve(), now_ms)
-                        .await?
-                }
-            };
+            let admission = self
+                .inner
+                .store
+                .try_reserve(key, row.token.reserve(), now_ms)
+                .await?;
             if admission == Admission::Admit {
                 self.touch(row.token_index, now_ms);
                 return Ok(Attempt::Leased(Lease::new(
@@ -516,7 +509,7 @@ impl TokenPool {
             }
             // Another task or process took this budget first: choose again.
             if let Admission::Exhausted(at) | Admission::CoolingDown(at) = admission {
-                until_ms = Some(until_ms.map_or(at, |u| u.min(at)));
+                keep_earliest(&mut until_ms, at);
             } else {
                 busy = true;
             }
@@ -612,6 +605,11 @@ impl TokenPool {
 
 fn candidate(row: &Row, view: &BudgetView, now_ms: u64) -> Candidate {
     candidate_of(row.token_index, &row.token, row.last_used_ms, view, now_ms)
+}
+
+/// Lowers `until_ms` to `at` when `at` is earlier or nothing is set yet.
+fn keep_earliest(until_ms: &mut Option<u64>, at: u64) {
+    *until_ms = Some(until_ms.map_or(at, |until| until.min(at)));
 }
 
 /// Returns when a token whose account is still unknown can be probed

@@ -1,5 +1,5 @@
 //! Pool behaviour with an in-test "server": a counter per account that
-//! answers like a provider would, so no HTTP is involved.
+//! responds like a provider would, so no HTTP is involved.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,6 +8,9 @@ use std::time::Duration;
 use http::{HeaderMap, Method};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use tokenfleet_core::store::{
+    Admission, BudgetKey, BudgetView, LocalObservation, Settlement, StoreError,
+};
 use tokenfleet_core::{
     Bucket, Candidate, ChoiceContext, Clock, Error, LimitKind, ManualClock, Observation, Outcome,
     Provider, ResponseView, RotationStrategy, Token, TokenPool, TokenStatus, Verdict, WaitPolicy,
@@ -88,7 +91,7 @@ impl Server {
             .push((account.to_owned(), remaining, reset_ms));
     }
 
-    /// Answers one request charged to `account`.
+    /// Responds to one request charged to `account`.
     fn answer(&self, account: &str, limit: u64) -> Verdict {
         let mut accounts = self.accounts.lock();
         let entry = accounts
@@ -517,4 +520,104 @@ async fn huge_durations_saturate() {
             ..
         }
     ));
+}
+
+/// A store that hides its in-memory nature, so the pool takes the path a
+/// shared store (such as one in Redis) takes: snapshot, choose, then an
+/// awaited `try_reserve` that may lose a race.
+#[derive(Debug, Default)]
+struct OpaqueStore(tokenfleet_core::MemoryStore);
+
+#[async_trait::async_trait]
+impl tokenfleet_core::StateStore for OpaqueStore {
+    async fn view(
+        &self,
+        keys: &[BudgetKey<'_>],
+        out: &mut Vec<BudgetView>,
+    ) -> Result<(), StoreError> {
+        self.0.view(keys, out).await
+    }
+
+    async fn try_reserve(
+        &self,
+        key: BudgetKey<'_>,
+        floor: u64,
+        now_ms: u64,
+    ) -> Result<Admission, StoreError> {
+        // Yield first, so concurrent tasks interleave between their
+        // snapshot and their reservation.
+        tokio::task::yield_now().await;
+        self.0.try_reserve(key, floor, now_ms).await
+    }
+
+    async fn settle(
+        &self,
+        key: BudgetKey<'_>,
+        settlement: &Settlement,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.0.settle(key, settlement, now_ms).await
+    }
+
+    async fn observe(
+        &self,
+        key: BudgetKey<'_>,
+        observation: &LocalObservation,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.0.observe(key, observation, now_ms).await
+    }
+
+    async fn mark_unlimited(&self, key: BudgetKey<'_>) -> Result<(), StoreError> {
+        self.0.mark_unlimited(key).await
+    }
+
+    async fn cool_down(
+        &self,
+        key: BudgetKey<'_>,
+        until_ms: Option<u64>,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        self.0.cool_down(key, until_ms, now_ms).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_store_path_never_overshoots() {
+    let clock = ManualClock::new(1_000_000);
+    let server = Arc::new(Server::new(clock.clone()));
+    for account in ["a", "b", "c"] {
+        server.add(account, 0, 0);
+    }
+    let pool = TokenPool::builder(provider())
+        .tokens(["a", "b", "c"].map(|account| Token::new(account).with_account(account)))
+        .strategy(Arc::new(FirstStrategy::default()))
+        .clock(Arc::new(clock.clone()))
+        .store(Arc::new(OpaqueStore::default()))
+        .build()
+        .unwrap();
+
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let pool = pool.clone();
+        let server = Arc::clone(&server);
+        tasks.push(tokio::spawn(async move {
+            let lease = pool.acquire(&core()).await?;
+            tokio::task::yield_now().await;
+            let verdict = server.answer(lease.account(), 10);
+            lease.complete(&verdict).await?;
+            Ok::<_, Error>(())
+        }));
+    }
+    let mut succeeded = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => succeeded += 1,
+            Err(Error::Exhausted(_)) => {}
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+
+    assert_eq!(succeeded, 30);
+    assert_eq!(server.over_limit.load(Ordering::SeqCst), 0);
 }

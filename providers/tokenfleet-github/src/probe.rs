@@ -136,8 +136,8 @@ pub(crate) async fn probe(
         if core_limits.remaining > 0 {
             learn_user(github, token, transport, &mut probe).await?;
         } else {
-            // `GET /user` would be refused for want of budget; until it
-            // answers, two tokens of one user could not be told apart.
+            // `GET /user` would be rejected because no budget is left. Until
+            // it succeeds, two tokens of one user cannot be distinguished.
             probe.account_deferred = true;
         }
     }

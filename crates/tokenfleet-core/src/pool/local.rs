@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{candidate_of, pending_wait, Attempt, TokenPool};
+use super::{candidate_of, keep_earliest, pending_wait, Attempt, TokenPool};
 use crate::error::Error;
 use crate::pool::lease::{Lease, LeaseKey};
 use crate::store::{Admission, MemoryStore};
@@ -51,7 +51,7 @@ impl TokenPool {
                 // Usable once a probe learns the account, which needs the
                 // default bucket's budget back.
                 match pending_wait(&budgets.view(entry.account, 0), now_ms) {
-                    Some(at) => until_ms = Some(until_ms.map_or(at, |u| u.min(at))),
+                    Some(at) => keep_earliest(&mut until_ms, at),
                     None => {
                         relearn = true;
                         busy = true;
@@ -75,7 +75,7 @@ impl TokenPool {
                 }
                 Admission::Busy => busy = true,
                 Admission::Exhausted(at) | Admission::CoolingDown(at) => {
-                    until_ms = Some(until_ms.map_or(at, |u| u.min(at)));
+                    keep_earliest(&mut until_ms, at);
                 }
             }
         }

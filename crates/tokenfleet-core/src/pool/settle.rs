@@ -37,8 +37,8 @@ pub(super) async fn apply_verdict(
         Outcome::PrimaryLimit { reset_ms } => {
             if own_bucket {
                 // A reset that is not in the future (stale, zero, garbled
-                // into the past) tells nothing about when budget returns,
-                // so it counts as unknown rather than "available now".
+                // into the past) gives no time at which budget returns, so
+                // it counts as unknown rather than "available now".
                 let until = reset_ms
                     .map(|r| shift(r, skew_ms))
                     .or(local.map(|l| l.reset_ms))

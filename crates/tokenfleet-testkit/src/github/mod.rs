@@ -23,11 +23,15 @@
 //!
 //! # Order of checks
 //!
-//! Each request goes through these steps, and the first one that responds wins:
-//! an injected 502, the token (401 `Bad credentials`), endpoints that need a
-//! token (401 for anonymous callers), an injected secondary limit, the
-//! concurrency cap, `/rate_limit`, a registered redirect, the primary limit,
-//! and then the endpoint itself.
+//! Each request goes through these checks in order, and the first one that
+//! responds wins:
+//!
+//! 1. an injected 502;
+//! 2. the token (401 `Bad credentials`);
+//! 3. endpoints that need a token (401 for anonymous callers);
+//! 4. an injected secondary limit, then the concurrency cap;
+//! 5. `/rate_limit`, then a registered redirect;
+//! 6. the primary limit, and then the endpoint itself.
 //!
 //! # Limitations
 //!
