@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, Method};
 use tokenfleet_core::provider::same_origin;
 use tokenfleet_core::random::SharedRng;
 use tokenfleet_core::{Outcome, ResponseView, TokenId, TokenPool, Verdict};
@@ -443,9 +443,4 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 fn redirect_target(url: &Url, headers: &HeaderMap) -> Option<Url> {
     let location = headers.get(http::header::LOCATION)?.to_str().ok()?;
     url.join(location).ok()
-}
-
-/// Returns true for 2xx statuses.
-pub(crate) fn is_success(status: StatusCode) -> bool {
-    status.is_success()
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tokenfleet_core::{TokenId, TokenSnapshot};
 use url::Url;
 
-use crate::client::{is_success, Client};
+use crate::client::Client;
 use crate::error::ClientError;
 use crate::link::next_link;
 use crate::response::Response;
@@ -194,7 +194,7 @@ impl Github<'_> {
                 .client
                 .send_avoiding(Method::GET, url.clone(), HeaderMap::new(), None, &avoid)
                 .await?;
-            if is_success(response.status()) {
+            if response.status().is_success() {
                 return Ok(response);
             }
             let switched = previous_token.is_some() && response.token() != previous_token;
