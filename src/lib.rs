@@ -17,8 +17,8 @@ pub use tokenfleet_client::{Client, ClientError, Response};
 pub use tokenfleet_core as core;
 pub use tokenfleet_core::{
     async_trait, Bucket, Candidate, ChoiceContext, Clock, Error, LimitKind, ManualClock, Outcome,
-    Provider, RotationStrategy, SystemClock, Token, TokenId, TokenPool, TokenSnapshot, TokenStatus,
-    Verdict, WaitPolicy,
+    Provider, Repository, RotationStrategy, SystemClock, Token, TokenId, TokenPool, TokenSnapshot,
+    TokenStatus, Verdict, WaitPolicy,
 };
 
 #[cfg(feature = "github")]

@@ -34,7 +34,10 @@ async fn listing_follows_every_page() {
 
     let names: Vec<String> = repositories.iter().map(|r| r.name.clone()).collect();
     assert_eq!(names, sim.repository_names("bigorg"));
-    let ids: HashSet<u64> = repositories.iter().map(|r| r.id).collect();
+    let ids: HashSet<u64> = repositories
+        .iter()
+        .map(|r| r.raw["id"].as_u64().expect("a numeric id"))
+        .collect();
     assert_eq!(ids.len(), 1050);
     let after: u64 = secrets.iter().map(|s| sim.requests_by_token(s)).sum();
     assert_eq!(after - before, 11, "one request per page of 100");
@@ -185,7 +188,10 @@ async fn page_404_after_switch_tries_other_token() {
     // The blind token's 404 is not taken as the end of the data: the page
     // is tried again on a token that did not return it.
     let repositories = listed.unwrap();
-    let ids: Vec<u64> = repositories.iter().map(|r| r.id).collect();
+    let ids: Vec<u64> = repositories
+        .iter()
+        .map(|r| r.raw["id"].as_u64().expect("a numeric id"))
+        .collect();
     assert_eq!(ids, vec![1, 2, 3]);
     let received = server.received_requests().await.unwrap();
     for request in &received {

@@ -61,7 +61,7 @@ async fn same_host_redirect_keeps_token() {
         .unwrap();
 
     assert_eq!(repositories.len(), 3);
-    assert_eq!(repositories[0].owner.login, "alice");
+    assert_eq!(repositories[0].owner, "alice");
     let response = github(&fleet).get("/users/alice-old/repos").await.unwrap();
     assert_eq!(response.token(), Some(&id("ghp_alice")));
     assert_eq!(response.url().path(), "/users/alice/repos");

@@ -158,7 +158,10 @@ fn canary_never_shows() {
         // Rotation after a secondary limit, a retried 502, a `Link` that
         // carries the canary, and a 401 on the page it leads to.
         let repositories = client.github().repositories("x").await.unwrap();
-        let ids: Vec<u64> = repositories.iter().map(|r| r.id).collect();
+        let ids: Vec<u64> = repositories
+            .iter()
+            .map(|r| r.raw["id"].as_u64().expect("a numeric id"))
+            .collect();
         assert_eq!(ids, vec![1, 2]);
         shown.debug(&repositories);
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tokenfleet::client::github::Repository;
+use tokenfleet::Repository;
 use tokenfleet::{ClientError, Fleet, TokenSnapshot, WaitPolicy};
 
 mod output;
@@ -215,7 +215,7 @@ async fn repos(source: &Source, owners: &[String]) -> Result<ExitCode, String> {
     let mut pool_error = None;
     let mut all: Vec<(String, Repository)> = Vec::new();
     for owner in owners {
-        match client.github().repositories(owner).await {
+        match client.repositories(owner).await {
             Ok(repositories) => {
                 if matches!(source.format, Format::Json) {
                     for repository in &repositories {

@@ -1,8 +1,8 @@
 //! Table and JSON output.
 
 use serde_json::json;
-use tokenfleet::client::github::Repository;
 use tokenfleet::core::clock::format_epoch_ms;
+use tokenfleet::Repository;
 use tokenfleet::TokenSnapshot;
 
 /// Writes one line to standard output. A closed pipe (`tokenfleet … | head`)
@@ -23,14 +23,14 @@ macro_rules! out {
 /// Prints one repository as one JSON object on one line.
 pub(crate) fn print_json_line(owner: &str, repository: &Repository) {
     let line = json!({
+        "provider": repository.provider,
         "owner": owner,
         "full_name": repository.full_name,
         "name": repository.name,
-        "html_url": repository.html_url,
+        "url": repository.url,
         "description": repository.description,
         "fork": repository.fork,
         "archived": repository.archived,
-        "private": repository.private,
         "default_branch": repository.default_branch,
         "language": repository.language,
         "created_at": repository.created_at,

@@ -298,6 +298,8 @@ impl Client {
                 headers: &response_headers,
                 body: &response_body,
                 bucket: lease.bucket(),
+                account: lease.account(),
+                now_ms: self.pool.clock().now_ms(),
             });
             lease.complete(&verdict).await?;
             tracing::trace!(

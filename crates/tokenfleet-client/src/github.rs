@@ -1,15 +1,13 @@
 //! GitHub operations on top of [`Client`]: limits of every token, the
 //! repositories of an owner, repository search.
 
-use http::{HeaderMap, Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokenfleet_core::{TokenId, TokenSnapshot};
 use url::Url;
 
 use crate::client::Client;
 use crate::error::ClientError;
-use crate::link::next_link;
-use crate::response::Response;
+use tokenfleet_core::link::next_link;
 
 /// The owner of a repository.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,16 +61,6 @@ pub struct Repository {
     pub updated_at: Option<String>,
 }
 
-/// Returns true for a GitHub login: 1 to 100 letters, digits, `-` (and
-/// `_`, which managed-user logins contain). Anything else could change the
-/// request path once the URL parser normalises it (`..`, `%2e`, `\\`).
-fn is_login(owner: &str) -> bool {
-    (1..=100).contains(&owner.len())
-        && owner
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
 #[derive(Debug, Deserialize)]
 struct SearchPage {
     items: Vec<Repository>,
@@ -112,21 +100,12 @@ impl Github<'_> {
     ///
     /// # Errors
     ///
-    /// [`ClientError::Status`] with 404 when the owner does not exist, and
-    /// the errors of [`Client::send`].
-    pub async fn repositories(&self, owner: &str) -> Result<Vec<Repository>, ClientError> {
-        let owner = owner.trim();
-        if !is_login(owner) {
-            return Err(ClientError::InvalidRequest(format!(
-                "invalid owner {owner:?}: expected a user or organization login of letters, \
-                 digits, `-` and `_`, such as \"octocat\""
-            )));
-        }
-        let url = self.client.url(&format!(
-            "/users/{owner}/repos?per_page={PER_PAGE}&type=owner"
-        ))?;
-        self.collect_pages(url, usize::MAX, |page: Vec<Repository>| page)
-            .await
+    /// See [`Client::repositories`].
+    pub async fn repositories(
+        &self,
+        owner: &str,
+    ) -> Result<Vec<tokenfleet_core::Repository>, ClientError> {
+        self.client.repositories(owner).await
     }
 
     /// Searches repositories (the `search` bucket), up to `max` results.
@@ -164,7 +143,10 @@ impl Github<'_> {
         let mut next = Some(first);
         let mut previous_token: Option<TokenId> = None;
         while let Some(url) = next.take() {
-            let response = self.page(&url, previous_token.as_ref()).await?;
+            let response = self
+                .client
+                .listing_page(&url, previous_token.as_ref())
+                .await?;
             previous_token = response.token().cloned();
             all.extend(items(response.json::<P>()?));
             if all.len() >= max {
@@ -174,63 +156,5 @@ impl Github<'_> {
             next = next_link(response.headers(), response.url());
         }
         Ok(all)
-    }
-
-    /// Fetches one page. A 404 on a later page that another token served
-    /// may mean the new token cannot see the resource (a private
-    /// organization), so the page is tried again on other tokens before the
-    /// 404 counts.
-    async fn page(
-        &self,
-        url: &Url,
-        previous_token: Option<&TokenId>,
-    ) -> Result<Response, ClientError> {
-        const PAGE_TRIES: u32 = 3;
-        let mut tries = 0;
-        let mut avoid: Vec<TokenId> = Vec::new();
-        loop {
-            tries += 1;
-            let response = self
-                .client
-                .send_avoiding(Method::GET, url.clone(), HeaderMap::new(), None, &avoid)
-                .await?;
-            if response.status().is_success() {
-                return Ok(response);
-            }
-            let switched = previous_token.is_some() && response.token() != previous_token;
-            if response.status() == StatusCode::NOT_FOUND && switched && tries < PAGE_TRIES {
-                tracing::debug!(
-                    token = ?response.token(),
-                    "page returned 404 after a token switch; trying another token"
-                );
-                if let Some(token) = response.token() {
-                    avoid.push(token.clone());
-                }
-                continue;
-            }
-            return Err(Client::status_error(&response));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_login;
-
-    #[test]
-    fn login_accepts_github_names() {
-        for login in ["octocat", "rust-lang", "a", "user_emu", "yyx990803"] {
-            assert!(is_login(login), "{login}");
-        }
-    }
-
-    #[test]
-    fn login_rejects_path_changes() {
-        for owner in [
-            "", "..", "%2e%2e", "a\\b", "..\\..", "a/b", "a?b", "a#b", "a b", "é",
-        ] {
-            assert!(!is_login(owner), "{owner}");
-        }
-        assert!(!is_login(&"a".repeat(101)));
     }
 }

@@ -11,14 +11,14 @@
 mod client;
 mod error;
 pub mod github;
-mod link;
+mod repos;
 mod response;
 mod transport;
 
 pub use client::{default_http, Client, ClientBuilder};
 pub use error::ClientError;
-pub use link::next_link;
 pub use response::Response;
+pub use tokenfleet_core::link::next_link;
 pub use transport::ReqwestTransport;
 
 /// Removes token-bearing query parameters from a URL, for logs and errors.

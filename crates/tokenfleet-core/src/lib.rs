@@ -8,9 +8,11 @@
 
 pub mod clock;
 pub mod error;
+pub mod link;
 pub mod pool;
 pub mod provider;
 pub mod random;
+pub mod repository;
 pub mod status;
 pub mod store;
 pub mod strategy;
@@ -21,6 +23,7 @@ pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
 pub use error::{Error, Exhausted};
 pub use pool::{Lease, TokenPool, TokenPoolBuilder, WaitPolicy};
 pub use provider::{Probe, ProbeError, Provider, ResponseView, Transport, TransportError};
+pub use repository::{ListingError, PageView, Repository, RepositoryPage};
 pub use status::{BucketSnapshot, LimitKind, TokenSnapshot, TokenStatus};
 pub use store::{MemoryStore, StateStore};
 pub use strategy::{Candidate, ChoiceContext, RotationStrategy};

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use url::Url;
 
+use crate::repository::{ListingError, PageView, RepositoryPage};
 use crate::token::Token;
 use crate::verdict::{Bucket, Observation, Verdict};
 
@@ -22,6 +23,12 @@ pub struct ResponseView<'a> {
     pub body: &'a [u8],
     /// The bucket the pool charged the request to.
     pub bucket: &'a Bucket,
+    /// The account the pool charged the request to.
+    pub account: &'a str,
+    /// The pool clock's time when the response arrived, in epoch
+    /// milliseconds. Providers whose responses state no budget use it to
+    /// keep their own estimate.
+    pub now_ms: u64,
 }
 
 /// A failure to send a request or to read its response.
@@ -128,6 +135,36 @@ pub trait Provider: Send + Sync + fmt::Debug {
     ) -> Result<Probe, ProbeError> {
         let _ = (token, transport, learn_account);
         Err(ProbeError::Unsupported)
+    }
+
+    /// Returns the URL of the first page of an owner's repositories (a
+    /// user, organization, group or workspace, as the provider names them).
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ListingError::Unsupported`] when the provider does not list
+    /// repositories (the default), [`ListingError::InvalidOwner`] when
+    /// `owner` cannot name an owner of this provider.
+    fn repositories_url(&self, owner: &str) -> Result<Url, ListingError> {
+        let _ = owner;
+        Err(ListingError::Unsupported {
+            provider: self.kind(),
+        })
+    }
+
+    /// Reads one successful page of a repository listing: its repositories
+    /// and the URL of the next page.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ListingError::Unsupported`] when the provider does not list
+    /// repositories (the default), [`ListingError::Parse`] when the body is
+    /// not a page of repositories.
+    fn parse_repositories(&self, page: &PageView<'_>) -> Result<RepositoryPage, ListingError> {
+        let _ = page;
+        Err(ListingError::Unsupported {
+            provider: self.kind(),
+        })
     }
 }
 

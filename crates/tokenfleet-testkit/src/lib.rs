@@ -33,6 +33,7 @@
 
 #![deny(missing_docs)]
 
+pub mod conformance;
 pub mod demo;
 pub mod github;
 

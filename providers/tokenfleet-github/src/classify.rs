@@ -307,6 +307,8 @@ mod tests {
             headers: &headers,
             body: body.as_bytes(),
             bucket,
+            account: "octocat",
+            now_ms: 0,
         };
         classify(&view)
     }
@@ -724,6 +726,8 @@ mod tests {
             headers: &map,
             body: b"\xff\xfe",
             bucket: &buckets::CORE,
+            account: "octocat",
+            now_ms: 0,
         };
         let verdict = classify(&view);
         assert_eq!(verdict.observation, None);

@@ -62,6 +62,7 @@ mod classify;
 mod config;
 mod probe;
 mod provider;
+mod repos;
 
 pub use config::{Github, DEFAULT_API_VERSION, DEFAULT_BASE_URL};
 

@@ -5,13 +5,15 @@ use async_trait::async_trait;
 use http::header::{ACCEPT, AUTHORIZATION, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use tokenfleet_core::{
-    Bucket, Probe, ProbeError, Provider, ResponseView, Token, Transport, Verdict,
+    Bucket, ListingError, PageView, Probe, ProbeError, Provider, RepositoryPage, ResponseView,
+    Token, Transport, Verdict,
 };
 use url::Url;
 
 use crate::buckets;
 use crate::classify::classify;
 use crate::config::Github;
+use crate::repos;
 use crate::GITHUB;
 
 /// The media type GitHub recommends for REST requests.
@@ -111,6 +113,14 @@ impl Provider for Github {
         learn_account: bool,
     ) -> Result<Probe, ProbeError> {
         crate::probe::probe(self, token, transport, learn_account).await
+    }
+
+    fn repositories_url(&self, owner: &str) -> Result<Url, ListingError> {
+        repos::first_page(&self.base_url, owner)
+    }
+
+    fn parse_repositories(&self, page: &PageView<'_>) -> Result<RepositoryPage, ListingError> {
+        repos::parse_page(page)
     }
 }
 

@@ -328,6 +328,20 @@ impl GithubSimulator {
             .reset
     }
 
+    /// Makes every request to `path` (below the API root, such as
+    /// `/repos/o/r/hooks`) answer 403 `Resource not accessible by personal
+    /// access token`, GitHub's refusal for a missing permission. The
+    /// request still spends budget and carries the rate-limit headers.
+    pub fn forbid(&self, path: &str) {
+        self.shared.state.lock().forbidden.insert(path.to_owned());
+    }
+
+    /// Returns the token the last request carried in `Authorization`
+    /// (`Bearer` or `token`), or `None` when it carried none or a malformed one.
+    pub fn last_credential(&self) -> Option<String> {
+        self.shared.state.lock().last_credential.clone()
+    }
+
     /// Makes the next `count` requests of an account fail with a secondary limit.
     ///
     /// The responses carry `retry-after` only when `retry_after` (seconds) is

@@ -127,6 +127,10 @@ impl Shared {
         if let Credential::Token(secret) = &credential {
             *state.counters.by_token.entry(secret.clone()).or_insert(0) += 1;
         }
+        state.last_credential = match &credential {
+            Credential::Token(secret) => Some(secret.clone()),
+            Credential::Anonymous | Credential::Malformed => None,
+        };
 
         if state.server_errors > 0 {
             state.server_errors -= 1;
@@ -200,6 +204,11 @@ impl Shared {
         let caller_id = account.id;
         let urls = self.urls(request);
         let reply = match &target.route {
+            _ if state.forbidden.contains(&target.api_path) => Reply::message(
+                403,
+                "Resource not accessible by personal access token",
+                self.docs(),
+            ),
             Route::User => endpoints::user(&caller_login, caller_id, &urls),
             Route::OwnerRepositories {
                 owner,

@@ -1,6 +1,6 @@
 //! Accounts, tokens, rate-limit windows and counters of the GitHub simulator.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::repos::{Catalog, Owner};
@@ -337,6 +337,10 @@ pub(crate) struct State {
     pub(crate) redirects: HashMap<String, String>,
     /// Number of coming requests that get an injected 502.
     pub(crate) server_errors: u32,
+    /// Paths below the API root that answer 403 "Resource not accessible".
+    pub(crate) forbidden: HashSet<String>,
+    /// The token the last request carried, when it carried one.
+    pub(crate) last_credential: Option<String>,
     /// Points each `POST /graphql` costs.
     pub(crate) graphql_cost: u64,
     pub(crate) counters: Counters,
@@ -353,6 +357,8 @@ impl State {
             owners: HashMap::new(),
             catalog: Catalog::default(),
             redirects: HashMap::new(),
+            forbidden: HashSet::new(),
+            last_credential: None,
             server_errors: 0,
             graphql_cost: 1,
             counters: Counters::default(),
