@@ -46,7 +46,15 @@ impl Client {
                     message: format!("the listing did not end after {MAX_PAGES} pages"),
                 });
             }
-            let response = self.listing_page(&url, previous_token.as_ref()).await?;
+            let response = match self.listing_page(&url, previous_token.as_ref()).await {
+                Err(error) if pages == 1 && error.status() == Some(StatusCode::NOT_FOUND) => {
+                    match provider.repositories_fallback_url(owner.trim()) {
+                        Some(fallback) => self.listing_page(&fallback, None).await?,
+                        None => return Err(error),
+                    }
+                }
+                other => other?,
+            };
             previous_token = response.token().cloned();
 
             let page = provider

@@ -152,6 +152,16 @@ pub trait Provider: Send + Sync + fmt::Debug {
         })
     }
 
+    /// Returns a second place to look for an owner's repositories when the
+    /// first page of [`repositories_url`](Self::repositories_url) answers
+    /// 404, for providers where users and groups live under different paths
+    /// (GitLab's `/users/:id/projects` and `/groups/:id/projects`). `None`
+    /// (the default) makes the 404 final.
+    fn repositories_fallback_url(&self, owner: &str) -> Option<Url> {
+        let _ = owner;
+        None
+    }
+
     /// Reads one successful page of a repository listing: its repositories
     /// and the URL of the next page.
     ///

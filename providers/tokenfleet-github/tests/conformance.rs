@@ -98,6 +98,10 @@ impl Harness for GithubHarness {
         self.simulator.requests_by_token(token.secret())
     }
 
+    fn successful_requests(&self) -> u64 {
+        self.simulator.successful_requests()
+    }
+
     fn total_requests(&self) -> u64 {
         self.simulator.total_requests()
     }
