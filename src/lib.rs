@@ -49,6 +49,43 @@ pub fn registered_providers() -> Vec<String> {
     })
 }
 
+/// One plugin linked into this program, as [`plugins`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginListing {
+    /// What the plugin plugs into.
+    pub kind: tokenfleet_core::registry::PluginKind,
+    /// The `type` name a config file uses.
+    pub name: String,
+    /// The description the plugin registered with
+    /// [`register_plugin!`](tokenfleet_core::register_plugin), if it did.
+    pub description: Option<&'static str>,
+}
+
+/// Lists every provider and strategy linked into this program: every
+/// `type` name typetag accepts, with the description registered for it.
+/// Providers come first, each kind sorted by name.
+pub fn plugins() -> Vec<PluginListing> {
+    use tokenfleet_core::registry::{self, PluginKind};
+
+    let described = registry::plugins();
+    let describe = |kind: PluginKind, name: &str| {
+        described
+            .iter()
+            .find(|info| info.kind == kind && info.name == name)
+            .map(|info| info.description)
+    };
+    let listing = |kind: PluginKind, names: Vec<String>| {
+        names.into_iter().map(move |name| PluginListing {
+            kind,
+            description: describe(kind, &name),
+            name,
+        })
+    };
+    listing(PluginKind::Provider, registered_providers())
+        .chain(listing(PluginKind::Strategy, registered_strategies()))
+        .collect()
+}
+
 /// Reads typetag's registry through the error it gives for a type name no
 /// plugin uses: "unknown variant `x`, expected one of `a`, `b`".
 fn registered_names(attempt: impl Fn(toml::Value) -> Option<String>) -> Vec<String> {

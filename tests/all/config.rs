@@ -273,6 +273,19 @@ fn every_enabled_plugin_deserializes() {
 }
 
 #[test]
+fn every_plugin_has_a_description() {
+    let plugins = tokenfleet::plugins();
+    for name in enabled_providers().into_iter().chain(enabled_strategies()) {
+        let listed = plugins
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("{name} is not listed: {plugins:?}"));
+        let description = listed.description.unwrap_or_default();
+        assert!(!description.is_empty(), "{name} has no description");
+    }
+}
+
+#[test]
 fn unknown_top_level_key() {
     let error = parse_error("[wait]\nmax = \"1m\"\n\n[retry]\nattempts = 3\n");
     assert_error(

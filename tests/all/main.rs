@@ -6,6 +6,7 @@ mod config;
 mod enterprise;
 mod limits;
 mod pagination;
+mod plugins;
 mod redirects;
 mod responses;
 mod rotation;

@@ -66,6 +66,12 @@ enum Command {
         #[command(flatten)]
         source: Source,
     },
+    /// List the provider and strategy `type` names compiled into this program.
+    Plugins {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
 }
 
 #[tokio::main]
@@ -201,6 +207,14 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Repos { source, owners } => repos(&source, &owners).await,
         Command::Status { source } => status(&source).await,
+        Command::Plugins { format } => {
+            let plugins = tokenfleet::plugins();
+            match format {
+                Format::Json => output::print_plugins_json(&plugins),
+                Format::Table => output::print_plugins_table(&plugins),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 use serde_json::json;
 use tokenfleet::core::clock::format_epoch_ms;
 use tokenfleet::Repository;
-use tokenfleet::TokenSnapshot;
+use tokenfleet::{PluginListing, TokenSnapshot};
 
 /// Writes one line to standard output. A closed pipe (`tokenfleet … | head`)
 /// ends the program quietly instead of panicking as `println!` does.
@@ -151,6 +151,35 @@ pub(crate) fn print_status_json(rows: &[(String, TokenSnapshot)]) {
             "available": token.status.is_available(),
             "degraded": token.degraded,
             "buckets": buckets,
+        });
+        out!("{line}");
+    }
+}
+
+/// Shown for a plugin that registered no description.
+const NO_DESCRIPTION: &str = "(no description registered)";
+
+/// Prints the registered plugins as an aligned table.
+pub(crate) fn print_plugins_table(plugins: &[PluginListing]) {
+    let name = column_width("TYPE", plugins.iter().map(|p| p.name.as_str()));
+    out!("{:<8}  {:<name$}  DESCRIPTION", "KIND", "TYPE");
+    for plugin in plugins {
+        out!(
+            "{:<8}  {:<name$}  {}",
+            plugin.kind.to_string(),
+            plugin.name,
+            plugin.description.unwrap_or(NO_DESCRIPTION)
+        );
+    }
+}
+
+/// Prints each registered plugin as one JSON object on one line.
+pub(crate) fn print_plugins_json(plugins: &[PluginListing]) {
+    for plugin in plugins {
+        let line = json!({
+            "kind": plugin.kind.to_string(),
+            "type": plugin.name,
+            "description": plugin.description,
         });
         out!("{line}");
     }

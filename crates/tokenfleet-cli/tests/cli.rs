@@ -558,3 +558,28 @@ async fn trace_log_hides_secret() {
     }
     assert!(sim.requests_by_token(CANARY) > 0);
 }
+
+#[tokio::test]
+async fn plugins_lists_types_with_descriptions() {
+    let output = run(tokenfleet(&["plugins", "--format", "json"])).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines = json_lines(&output);
+    let github = lines
+        .iter()
+        .find(|line| line["type"] == "github")
+        .expect("the GitHub provider is listed");
+    assert_eq!(github["kind"], "provider");
+    assert!(github["description"]
+        .as_str()
+        .is_some_and(|d| !d.is_empty()));
+    let rate_aware = lines
+        .iter()
+        .find(|line| line["type"] == "rate_aware")
+        .expect("the default strategy is listed");
+    assert_eq!(rate_aware["kind"], "strategy");
+
+    let table = run(tokenfleet(&["plugins"])).await;
+    let text = stdout(&table);
+    assert!(text.starts_with("KIND"), "{text}");
+    assert!(text.contains("rate_aware"), "{text}");
+}

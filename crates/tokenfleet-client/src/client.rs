@@ -240,12 +240,16 @@ impl Client {
                     base: scrub_url(provider.base_url()),
                 });
             }
-            let bucket = provider.bucket_for(&method, &url);
+            let bucket = contain(provider.kind(), "choosing a bucket", || {
+                provider.bucket_for(&method, &url)
+            })?;
             let mut lease = self.pool.acquire_avoiding(&bucket, avoid).await?;
             attempts += 1;
 
             let mut request_headers = headers.clone();
-            provider.authorize(&mut request_headers, lease.token());
+            contain(provider.kind(), "authorizing a request", || {
+                provider.authorize(&mut request_headers, lease.token())
+            })?;
             let mut request = self
                 .http
                 .request(method.clone(), url.clone())
@@ -293,14 +297,19 @@ impl Client {
             };
 
             let token_id = lease.token().id().clone();
-            let verdict = provider.classify(&ResponseView {
+            let view = ResponseView {
                 status,
                 headers: &response_headers,
                 body: &response_body,
                 bucket: lease.bucket(),
                 account: lease.account(),
                 now_ms: self.pool.clock().now_ms(),
-            });
+            };
+            // A lease dropped by the early return keeps its unit spent,
+            // because the request reached the provider.
+            let verdict = contain(provider.kind(), "classifying a response", || {
+                provider.classify(&view)
+            })?;
             lease.complete(&verdict).await?;
             tracing::trace!(
                 provider = provider.kind(),
@@ -445,4 +454,14 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 fn redirect_target(url: &Url, headers: &HeaderMap) -> Option<Url> {
     let location = headers.get(http::header::LOCATION)?.to_str().ok()?;
     url.join(location).ok()
+}
+
+/// Runs one step of a provider plugin, turning a panic into an error that
+/// names the provider, so a faulty plugin fails one request and leaves the
+/// pool usable.
+fn contain<T>(provider: &str, step: &str, run: impl FnOnce() -> T) -> Result<T, ClientError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).map_err(|_| ClientError::Plugin {
+        plugin: provider.to_owned(),
+        message: format!("the provider panicked while {step}"),
+    })
 }

@@ -67,6 +67,14 @@ pub enum ClientError {
         /// The parser's message.
         message: String,
     },
+    /// A plugin failed: it panicked or returned something unusable.
+    #[error("the {plugin} plugin failed: {message}")]
+    Plugin {
+        /// The plugin's `type` name.
+        plugin: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The request was not valid.
     #[error("invalid request: {0}")]
     InvalidRequest(String),

@@ -12,6 +12,7 @@ pub mod link;
 pub mod pool;
 pub mod provider;
 pub mod random;
+pub mod registry;
 pub mod repository;
 pub mod status;
 pub mod store;
@@ -32,5 +33,7 @@ pub use verdict::{Bucket, Observation, Outcome, Verdict};
 
 /// Re-exported so plugin crates register with the same typetag and async-trait.
 pub use async_trait::async_trait;
+#[doc(hidden)]
+pub use inventory;
 #[doc(hidden)]
 pub use typetag;

@@ -698,10 +698,12 @@ impl Inner {
         }
     }
 
+    /// Converts an observation to local time. A remaining budget above the
+    /// limit, which no provider means, is read as the limit.
     fn to_local(observation: &Observation, skew_ms: i64) -> LocalObservation {
         LocalObservation {
             limit: observation.limit,
-            remaining: observation.remaining,
+            remaining: observation.remaining.min(observation.limit),
             used: observation.used,
             reset_ms: shift(observation.reset_ms, skew_ms),
         }

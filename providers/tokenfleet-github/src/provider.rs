@@ -22,6 +22,11 @@ const GITHUB_JSON: &str = "application/vnd.github+json";
 /// The header that selects the REST API version.
 static API_VERSION: HeaderName = HeaderName::from_static("x-github-api-version");
 
+tokenfleet_core::register_plugin!(
+    provider GITHUB,
+    "GitHub REST and GraphQL APIs, on github.com and Enterprise Server"
+);
+
 #[typetag::serde(name = "github")]
 #[async_trait]
 impl Provider for Github {

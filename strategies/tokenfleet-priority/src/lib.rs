@@ -35,6 +35,11 @@ impl Priority {
     }
 }
 
+tokenfleet_core::register_plugin!(
+    strategy "priority",
+    "the token with the lowest priority number, then the most budget"
+);
+
 #[typetag::serde(name = "priority")]
 impl RotationStrategy for Priority {
     fn name(&self) -> &'static str {

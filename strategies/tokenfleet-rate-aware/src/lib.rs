@@ -47,6 +47,11 @@ impl RateAware {
     }
 }
 
+tokenfleet_core::register_plugin!(
+    strategy "rate_aware",
+    "the token that can sustain the highest rate until its reset (the default)"
+);
+
 #[typetag::serde(name = "rate_aware")]
 impl RotationStrategy for RateAware {
     fn name(&self) -> &'static str {

@@ -44,6 +44,8 @@ impl RoundRobin {
     }
 }
 
+tokenfleet_core::register_plugin!(strategy "round_robin", "each token in turn");
+
 #[typetag::serde(name = "round_robin")]
 impl RotationStrategy for RoundRobin {
     fn name(&self) -> &'static str {
