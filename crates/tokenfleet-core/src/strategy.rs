@@ -37,9 +37,13 @@ pub struct ChoiceContext {
 
 /// Picks a token for each request.
 ///
-/// The pool calls `choose` while it holds no lock other than the strategy's
-/// own, possibly from many tasks at once, so implementations must be cheap,
-/// must not block and must not allocate on every call.
+/// The pool may call `choose` while it holds its own state lock (the
+/// in-memory store keeps the views and the reservation under one lock, so
+/// the chosen candidate is still admissible), and from many tasks at once.
+/// Implementations must therefore be cheap, must not block, must not call
+/// back into the pool and should not allocate on every call. A panic or a
+/// position out of range fails that one acquire with an error naming the
+/// strategy; the pool stays usable.
 #[typetag::serde(tag = "type")]
 pub trait RotationStrategy: Send + Sync + fmt::Debug {
     /// Returns the strategy's `type` name, such as `rate_aware`.
