@@ -12,6 +12,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Exhausted};
 use crate::provider::{Provider, Transport};
 use crate::random::SharedRng;
+use crate::source::TokenSource;
 use crate::store::{
     Admission, BudgetKey, BudgetView, Knowledge, LocalObservation, MemoryStore, StateStore,
 };
@@ -32,6 +33,7 @@ macro_rules! store_call {
 mod lease;
 mod local;
 mod probe;
+mod refresh;
 mod settle;
 mod snapshot;
 
@@ -100,6 +102,8 @@ struct Inner {
 #[derive(Debug)]
 struct PoolState {
     tokens: Vec<TokenEntry>,
+    /// How many tokens have a source, so pools without any skip the checks.
+    sourced: usize,
     accounts: Vec<Arc<str>>,
     buckets: Vec<Bucket>,
     /// Buffers reused by every `acquire`, so the in-memory path does not allocate.
@@ -119,6 +123,8 @@ struct TokenEntry {
     /// it is not used until a later probe learns its account.
     account_pending: bool,
     last_used_ms: u64,
+    /// Where the secret comes from, for a token whose secret is fetched.
+    source: Option<refresh::SourceSlot>,
 }
 
 /// One token as `acquire` considers it, copied out of the pool state.
@@ -131,6 +137,7 @@ struct Row {
     degraded: bool,
     account_pending: bool,
     last_used_ms: u64,
+    secret: refresh::SecretState,
 }
 
 impl PoolState {
@@ -170,7 +177,16 @@ impl PoolState {
             probed: false,
             account_pending: false,
             last_used_ms: 0,
+            source: None,
         });
+    }
+
+    fn push_sourced(&mut self, token: Token, source: Arc<dyn TokenSource>) {
+        self.push_token(token);
+        if let Some(entry) = self.tokens.last_mut() {
+            entry.source = Some(refresh::SourceSlot::new(source));
+        }
+        self.sourced += 1;
     }
 }
 
@@ -179,6 +195,7 @@ impl PoolState {
 pub struct TokenPoolBuilder {
     provider: Arc<dyn Provider>,
     tokens: Vec<Token>,
+    sourced: Vec<(Token, Arc<dyn TokenSource>)>,
     strategy: Option<Arc<dyn RotationStrategy>>,
     clock: Arc<dyn Clock>,
     transport: Option<Arc<dyn Transport>>,
@@ -197,6 +214,14 @@ impl TokenPoolBuilder {
     /// Adds tokens.
     pub fn tokens(mut self, tokens: impl IntoIterator<Item = Token>) -> Self {
         self.tokens.extend(tokens);
+        self
+    }
+
+    /// Adds a token whose secret `source` fetches before its first use and
+    /// again ahead of its expiry. `token` carries the id and settings; make
+    /// it with [`Token::sourced`].
+    pub fn sourced_token(mut self, token: Token, source: Arc<dyn TokenSource>) -> Self {
+        self.sourced.push((token, source));
         self
     }
 
@@ -249,13 +274,17 @@ impl TokenPoolBuilder {
         })?;
         let default_bucket = self.provider.default_bucket();
         let mut state = PoolState {
-            tokens: Vec::with_capacity(self.tokens.len()),
+            tokens: Vec::with_capacity(self.tokens.len() + self.sourced.len()),
+            sourced: 0,
             accounts: Vec::new(),
             buckets: vec![default_bucket.clone()],
             scratch: local::Scratch::default(),
         };
         for token in self.tokens {
             state.push_token(token);
+        }
+        for (token, source) in self.sourced {
+            state.push_sourced(token, source);
         }
         let inner = Inner {
             provider: self.provider,
@@ -296,6 +325,7 @@ impl TokenPool {
         TokenPoolBuilder {
             provider,
             tokens: Vec::new(),
+            sourced: Vec::new(),
             strategy: None,
             clock: Arc::new(SystemClock),
             transport: None,
@@ -460,6 +490,13 @@ impl TokenPool {
         let mut until_ms: Option<u64> = None;
         let mut busy = false;
         for (position, (row, view)) in rows.iter().zip(&views).enumerate() {
+            if let refresh::SecretState::Missing { retry_at_ms } = row.secret {
+                match retry_at_ms {
+                    Some(at) => keep_earliest(&mut until_ms, at),
+                    None => busy = true,
+                }
+                continue;
+            }
             if row.account_pending {
                 match pending_wait(view, now_ms) {
                     Some(at) => keep_earliest(&mut until_ms, at),
@@ -534,10 +571,16 @@ impl TokenPool {
 
     /// Copies out the valid tokens and interns `bucket`.
     fn rows(&self, bucket: &Bucket) -> Result<(Vec<Row>, usize), Error> {
+        let now_ms = self.inner.clock.now_ms();
         let mut state = self.inner.state.lock();
         let bucket_index = state.bucket_index(bucket);
         if state.tokens.is_empty() {
             return Err(self.no_tokens());
+        }
+        if state.sourced > 0 {
+            let mut due = Vec::new();
+            refresh::collect_due(&mut state.tokens, now_ms, &mut due);
+            refresh::spawn_all(&self.inner, &due);
         }
         let rows: Vec<Row> = state
             .tokens
@@ -552,6 +595,7 @@ impl TokenPool {
                 degraded: entry.degraded.is_some(),
                 account_pending: entry.account_pending,
                 last_used_ms: entry.last_used_ms,
+                secret: refresh::secret_state(entry, now_ms),
             })
             .collect();
         if rows.is_empty() {

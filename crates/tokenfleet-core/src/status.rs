@@ -33,6 +33,14 @@ pub enum TokenStatus {
     },
     /// The provider rejected the token; it is never chosen again.
     Invalid,
+    /// The token's secret comes from a source and is not available: the
+    /// source is fetching it, or its last fetch failed.
+    Unavailable {
+        /// Why, naming the source and never the secret.
+        reason: String,
+        /// When the pool fetches again after a failure, in local epoch milliseconds.
+        retry_at_ms: Option<u64>,
+    },
 }
 
 impl TokenStatus {
@@ -47,6 +55,14 @@ impl fmt::Display for TokenStatus {
         match self {
             Self::Available => f.write_str("available"),
             Self::Invalid => f.write_str("invalid"),
+            Self::Unavailable {
+                reason,
+                retry_at_ms: Some(at),
+            } => write!(f, "unavailable until {}: {reason}", format_epoch_ms(*at)),
+            Self::Unavailable {
+                reason,
+                retry_at_ms: None,
+            } => write!(f, "unavailable: {reason}"),
             Self::RateLimited {
                 until_ms,
                 bucket,

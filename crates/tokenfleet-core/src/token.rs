@@ -34,6 +34,28 @@ impl Token {
         }
     }
 
+    /// Creates a token whose secret a [`TokenSource`](crate::TokenSource)
+    /// fetches later. Its id is `label`, which stays the same when the
+    /// secret changes.
+    pub fn sourced(label: impl Into<String>) -> Self {
+        Self {
+            id: TokenId(label.into()),
+            secret: SecretString::from(String::new()),
+            priority: 0,
+            weight: 1,
+            account: None,
+            reserve: 0,
+        }
+    }
+
+    /// Returns a copy with another secret and the same id and settings.
+    pub(crate) fn with_secret(&self, secret: SecretString) -> Self {
+        Self {
+            secret,
+            ..self.clone()
+        }
+    }
+
     /// Sets a label that is shown in place of the fingerprint.
     pub fn with_label(mut self, label: impl Into<String>) -> Self {
         self.id = TokenId(format!("{} ({})", label.into(), self.id.fingerprint_part()));

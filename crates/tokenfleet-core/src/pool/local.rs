@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{candidate_of, keep_earliest, pending_wait, Attempt, TokenPool};
+use super::{candidate_of, keep_earliest, pending_wait, refresh, Attempt, TokenPool};
 use crate::error::Error;
 use crate::pool::lease::{Lease, LeaseKey};
 use crate::store::{Admission, MemoryStore};
@@ -16,6 +16,8 @@ use crate::verdict::Bucket;
 pub(super) struct Scratch {
     candidates: Vec<Candidate>,
     degraded: Vec<bool>,
+    /// Tokens whose secret is due for a fetch.
+    due: Vec<usize>,
 }
 
 impl TokenPool {
@@ -33,6 +35,12 @@ impl TokenPool {
             return Err(self.no_tokens());
         }
 
+        if state.sourced > 0 {
+            state.scratch.due.clear();
+            refresh::collect_due(&mut state.tokens, now_ms, &mut state.scratch.due);
+            refresh::spawn_all(&self.inner, &state.scratch.due);
+        }
+
         let mut budgets = memory.lock();
         let scratch = &mut state.scratch;
         scratch.candidates.clear();
@@ -47,6 +55,15 @@ impl TokenPool {
                 continue;
             }
             valid += 1;
+            if let Some(slot) = &entry.source {
+                if let refresh::SecretState::Missing { retry_at_ms } = slot.state(now_ms) {
+                    match retry_at_ms {
+                        Some(at) => keep_earliest(&mut until_ms, at),
+                        None => busy = true,
+                    }
+                    continue;
+                }
+            }
             if entry.account_pending {
                 // Usable once a probe learns the account, which needs the
                 // default bucket's budget back.

@@ -33,6 +33,7 @@ impl TokenPool {
                 .iter()
                 .enumerate()
                 .filter(|(_, e)| (!e.probed || e.account_pending) && !e.invalid)
+                .filter(|(_, e)| e.source.as_ref().is_none_or(|s| s.has_secret()))
                 .map(|(i, e)| (i, Arc::clone(&e.token)))
                 .collect()
         };
@@ -62,6 +63,7 @@ impl TokenPool {
                 .iter()
                 .enumerate()
                 .filter(|(_, e)| !e.invalid)
+                .filter(|(_, e)| e.source.as_ref().is_none_or(|s| s.has_secret()))
                 .map(|(i, e)| (i, Arc::clone(&e.token)))
                 .collect()
         };

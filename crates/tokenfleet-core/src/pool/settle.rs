@@ -70,7 +70,17 @@ pub(super) async fn apply_verdict(
             settlement.sent = false;
             let mut state = inner.state.lock();
             if let Some(entry) = state.tokens.get_mut(lease.token_index) {
-                if !entry.invalid {
+                let refetch = match entry.source.as_mut() {
+                    Some(slot) => !slot.reject(now_ms),
+                    None => false,
+                };
+                if refetch {
+                    tracing::warn!(
+                        provider = inner.provider.kind(),
+                        token = %entry.token.id(),
+                        "token rejected; fetching a fresh secret from its source"
+                    );
+                } else if !entry.invalid {
                     entry.invalid = true;
                     tracing::warn!(
                         provider = inner.provider.kind(),

@@ -20,7 +20,9 @@ impl TokenPool {
             reserve: u64,
             invalid: bool,
             degraded: Option<String>,
+            unavailable: Option<TokenStatus>,
         }
+        let now_ms = self.inner.clock.now_ms();
         let (entries, buckets) = {
             let state = self.inner.state.lock();
             let entries: Vec<Entry> = state
@@ -34,6 +36,16 @@ impl TokenPool {
                     reserve: e.token.reserve(),
                     invalid: e.invalid,
                     degraded: e.degraded.clone(),
+                    unavailable: e.source.as_ref().and_then(|slot| {
+                        let missing = matches!(
+                            slot.state(now_ms),
+                            super::refresh::SecretState::Missing { .. }
+                        );
+                        missing.then(|| TokenStatus::Unavailable {
+                            reason: slot.reason(),
+                            retry_at_ms: slot.retry_at_ms(),
+                        })
+                    }),
                 })
                 .collect();
             (entries, state.buckets.clone())
@@ -62,19 +74,19 @@ impl TokenPool {
             tracing::warn!(%error, "failed to read token states");
         }
 
-        let now_ms = self.inner.clock.now_ms();
         entries
             .into_iter()
             .enumerate()
             .map(|(position, entry)| {
                 let start = position * buckets.len();
                 let own = views.get(start..start + buckets.len()).unwrap_or(&[]);
-                let status = match own.first() {
-                    Some(view) => {
+                let status = match (own.first(), entry.unavailable) {
+                    (_, Some(unavailable)) if !entry.invalid => unavailable,
+                    (Some(view), _) => {
                         status_of(entry.invalid, entry.reserve, view, &buckets[0], now_ms)
                     }
-                    None if entry.invalid => TokenStatus::Invalid,
-                    None => TokenStatus::Available,
+                    (None, _) if entry.invalid => TokenStatus::Invalid,
+                    (None, _) => TokenStatus::Available,
                 };
                 let bucket_snapshots = own
                     .iter()

@@ -1,0 +1,225 @@
+//! Sourced tokens: fetching a secret before first use and ahead of expiry,
+//! in background tasks, so other tokens keep serving meanwhile.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::{Inner, TokenEntry};
+use crate::source::{SourceError, TokenSource};
+
+/// How long before expiry a secret is fetched again.
+const REFRESH_AHEAD_MS: u64 = 5 * 60_000;
+
+/// How long before expiry a secret stops being handed out, so that a
+/// request sent with it still arrives before it expires.
+const EXPIRY_MARGIN_MS: u64 = 60_000;
+
+/// The first wait after a failed fetch; it doubles up to the maximum.
+const RETRY_BASE_MS: u64 = 30_000;
+
+/// The longest wait between failed fetches.
+const RETRY_MAX_MS: u64 = 10 * 60_000;
+
+/// Two rejections of a sourced token within this long make it invalid; a
+/// single one fetches a fresh secret.
+const REJECTION_WINDOW_MS: u64 = 10 * 60_000;
+
+/// The source of one token and the state of its secret.
+#[derive(Debug)]
+pub(super) struct SourceSlot {
+    source: Arc<dyn TokenSource>,
+    /// When the current secret expires, in local epoch milliseconds:
+    /// 0 before the first fetch, `u64::MAX` for a secret that does not expire.
+    expires_at_ms: u64,
+    fetching: bool,
+    failures: u32,
+    retry_at_ms: u64,
+    last_error: Option<String>,
+    /// When the provider last rejected a secret of this token, 0 if never.
+    rejected_at_ms: u64,
+}
+
+/// Whether a token's secret may be handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SecretState {
+    Ready,
+    /// Not fetched yet, expired, or failed. A fetch in flight (`None`)
+    /// settles soon; after a failure the next fetch is at `retry_at_ms`.
+    Missing {
+        retry_at_ms: Option<u64>,
+    },
+}
+
+impl SourceSlot {
+    pub(super) fn new(source: Arc<dyn TokenSource>) -> Self {
+        Self {
+            source,
+            expires_at_ms: 0,
+            fetching: false,
+            failures: 0,
+            retry_at_ms: 0,
+            last_error: None,
+            rejected_at_ms: 0,
+        }
+    }
+
+    pub(super) fn state(&self, now_ms: u64) -> SecretState {
+        if self.expires_at_ms > now_ms.saturating_add(EXPIRY_MARGIN_MS) {
+            return SecretState::Ready;
+        }
+        if self.fetching || self.failures == 0 {
+            SecretState::Missing { retry_at_ms: None }
+        } else {
+            SecretState::Missing {
+                retry_at_ms: Some(self.retry_at_ms),
+            }
+        }
+    }
+
+    /// Returns true when a secret has been fetched and not given up.
+    pub(super) fn has_secret(&self) -> bool {
+        self.expires_at_ms > 0
+    }
+
+    fn due(&self, now_ms: u64) -> bool {
+        !self.fetching
+            && now_ms >= self.retry_at_ms
+            && self.expires_at_ms <= now_ms.saturating_add(REFRESH_AHEAD_MS)
+    }
+
+    /// Describes why the secret is missing, for the token's status.
+    pub(super) fn reason(&self) -> String {
+        match &self.last_error {
+            Some(error) => format!("fetching its secret failed: {error}"),
+            None => format!("fetching its secret from {}", self.source.describe()),
+        }
+    }
+
+    pub(super) fn retry_at_ms(&self) -> Option<u64> {
+        (self.failures > 0 && !self.fetching).then_some(self.retry_at_ms)
+    }
+
+    /// Records that the provider rejected the current secret and schedules
+    /// a fresh one. Returns true when the token should count as invalid
+    /// instead, because a secret of it was rejected shortly before.
+    pub(super) fn reject(&mut self, now_ms: u64) -> bool {
+        let repeated = self.rejected_at_ms > 0
+            && now_ms.saturating_sub(self.rejected_at_ms) < REJECTION_WINDOW_MS;
+        self.rejected_at_ms = now_ms.max(1);
+        if repeated {
+            return true;
+        }
+        self.expires_at_ms = 0;
+        self.retry_at_ms = 0;
+        self.failures = 0;
+        false
+    }
+}
+
+/// Returns the state of a token's secret; fixed secrets are always ready.
+pub(super) fn secret_state(entry: &TokenEntry, now_ms: u64) -> SecretState {
+    match &entry.source {
+        Some(slot) => slot.state(now_ms),
+        None => SecretState::Ready,
+    }
+}
+
+/// Marks every sourced token whose secret is due as fetching and pushes
+/// its index to `due`.
+pub(super) fn collect_due(tokens: &mut [TokenEntry], now_ms: u64, due: &mut Vec<usize>) {
+    for (index, entry) in tokens.iter_mut().enumerate() {
+        if entry.invalid {
+            continue;
+        }
+        if let Some(slot) = entry.source.as_mut() {
+            if slot.due(now_ms) {
+                slot.fetching = true;
+                due.push(index);
+            }
+        }
+    }
+}
+
+/// Starts one background fetch per index.
+pub(super) fn spawn_all(inner: &Arc<Inner>, due: &[usize]) {
+    for &index in due {
+        let inner = Arc::clone(inner);
+        tokio::spawn(async move { fetch(&inner, index).await });
+    }
+}
+
+async fn fetch(inner: &Inner, index: usize) {
+    let source = {
+        let state = inner.state.lock();
+        match state.tokens.get(index).and_then(|e| e.source.as_ref()) {
+            Some(slot) => Arc::clone(&slot.source),
+            None => return,
+        }
+    };
+    let now_ms = inner.clock.now_ms();
+    let result = match inner.transport.as_deref() {
+        Some(transport) => source.fetch(transport, now_ms).await,
+        None => Err(SourceError {
+            source_name: source.describe(),
+            message: "the pool has no transport to fetch with; build it with a transport"
+                .to_owned(),
+        }),
+    };
+    let now_ms = inner.clock.now_ms();
+
+    {
+        let mut state = inner.state.lock();
+        let Some(entry) = state.tokens.get_mut(index) else {
+            return;
+        };
+        let id = entry.token.id().clone();
+        let Some(slot) = entry.source.as_mut() else {
+            return;
+        };
+        slot.fetching = false;
+        match result {
+            Ok(fetched) => {
+                let first = slot.expires_at_ms == 0;
+                slot.expires_at_ms = fetched.expires_at_ms.unwrap_or(u64::MAX).max(1);
+                slot.failures = 0;
+                slot.retry_at_ms = 0;
+                slot.last_error = None;
+                let token = entry.token.with_secret(fetched.secret);
+                entry.token = Arc::new(token);
+                tracing::debug!(
+                    provider = inner.provider.kind(),
+                    token = %id,
+                    expires_at_ms = slot.expires_at_ms,
+                    "fetched a token secret"
+                );
+                if let Some(account) = fetched.account {
+                    let account_index = state.account_index(&account);
+                    let entry = &mut state.tokens[index];
+                    entry.account = account_index;
+                    entry.account_declared = true;
+                }
+                if first {
+                    // The new secret's budget is read before its first use.
+                    state.tokens[index].probed = false;
+                    inner.ready.store(false, Ordering::Release);
+                }
+            }
+            Err(error) => {
+                slot.failures = slot.failures.saturating_add(1);
+                let wait = RETRY_BASE_MS
+                    .saturating_mul(1 << slot.failures.saturating_sub(1).min(16))
+                    .min(RETRY_MAX_MS);
+                slot.retry_at_ms = now_ms.saturating_add(wait);
+                slot.last_error = Some(error.to_string());
+                tracing::warn!(
+                    provider = inner.provider.kind(),
+                    token = %id,
+                    error = %error,
+                    retry_in_ms = wait,
+                    "fetching a token secret failed; other tokens serve meanwhile"
+                );
+            }
+        }
+    }
+    inner.wake_waiters();
+}
