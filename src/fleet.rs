@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use tokenfleet_client::{default_http, Client, ClientBuilder, ClientError, ReqwestTransport};
 use tokenfleet_core::{
-    Clock, Provider, RotationStrategy, SystemClock, Token, TokenPool, TokenSnapshot, WaitPolicy,
+    Clock, Provider, RotationStrategy, SystemClock, Token, TokenPool, TokenSnapshot, TokenSource,
+    WaitPolicy,
 };
 
 use crate::config::{self, ConfigError, FleetConfig};
@@ -29,6 +30,9 @@ pub enum FleetError {
     /// The HTTP client could not be built.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// A token was added to a provider name the fleet does not have.
+    #[error("no provider named {0:?}; add the provider before its sourced tokens")]
+    UnknownProvider(String),
 }
 
 #[derive(Debug)]
@@ -49,12 +53,15 @@ struct ProviderEntry {
     name: String,
     provider: Arc<dyn Provider>,
     tokens: Vec<Token>,
+    sourced: Vec<(Token, Arc<dyn TokenSource>)>,
     strategy: Option<Box<dyn RotationStrategy>>,
 }
 
 /// Builds a [`Fleet`] in code.
 pub struct FleetBuilder {
     providers: Vec<ProviderEntry>,
+    /// Provider names given to `sourced_token` that matched no provider.
+    unmatched_sources: Vec<String>,
     strategy: Option<StrategyFactory>,
     clock: Arc<dyn Clock>,
     wait: WaitPolicy,
@@ -77,6 +84,7 @@ impl Default for FleetBuilder {
     fn default() -> Self {
         Self {
             providers: Vec::new(),
+            unmatched_sources: Vec::new(),
             strategy: None,
             clock: Arc::new(SystemClock),
             wait: WaitPolicy::Fail,
@@ -104,8 +112,27 @@ impl FleetBuilder {
             name: name.into(),
             provider,
             tokens,
+            sourced: Vec::new(),
             strategy: None,
         });
+        self
+    }
+
+    /// Adds a token whose secret `source` fetches (and refreshes before it
+    /// expires) to the provider named `provider`, which must be added first.
+    /// `token` carries the id and settings; make it with [`Token::sourced`].
+    ///
+    /// A name that matches no provider is reported by [`FleetBuilder::build`].
+    pub fn sourced_token(
+        mut self,
+        provider: &str,
+        token: Token,
+        source: Arc<dyn TokenSource>,
+    ) -> Self {
+        match self.providers.iter_mut().find(|p| p.name == provider) {
+            Some(entry) => entry.sourced.push((token, source)),
+            None => self.unmatched_sources.push(provider.to_owned()),
+        }
         self
     }
 
@@ -151,6 +178,9 @@ impl FleetBuilder {
     /// `rate-aware` feature; [`FleetError::Client`] when the HTTP client
     /// cannot be built.
     pub fn build(self) -> Result<Fleet, FleetError> {
+        if let Some(name) = self.unmatched_sources.first() {
+            return Err(FleetError::UnknownProvider(name.clone()));
+        }
         let http = default_http()?;
         let mut members = Vec::with_capacity(self.providers.len());
         for entry in self.providers {
@@ -159,8 +189,11 @@ impl FleetBuilder {
                 (None, Some(factory)) => factory(),
                 (None, None) => default_strategy().ok_or(FleetError::NoStrategy)?,
             };
-            let mut pool = TokenPool::builder(entry.provider)
-                .tokens(entry.tokens)
+            let mut pool = TokenPool::builder(entry.provider).tokens(entry.tokens);
+            for (token, source) in entry.sourced {
+                pool = pool.sourced_token(token, source);
+            }
+            let mut pool = pool
                 .strategy(Arc::from(strategy))
                 .clock(Arc::clone(&self.clock))
                 .transport(Arc::new(ReqwestTransport::new(http.clone())))
@@ -231,6 +264,7 @@ impl Fleet {
                 name: provider.name.clone(),
                 provider: Arc::clone(&provider.provider),
                 tokens,
+                sourced: Vec::new(),
                 strategy: config.strategy_for_pool(),
             });
         }

@@ -1,6 +1,7 @@
 //! End-to-end tests of the facade against the GitHub simulator and plain
 //! wiremock servers on 127.0.0.1.
 
+mod app;
 mod concurrency;
 mod config;
 mod enterprise;

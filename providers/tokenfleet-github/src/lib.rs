@@ -58,12 +58,14 @@
 
 #![deny(missing_docs)]
 
+mod app;
 mod classify;
 mod config;
 mod probe;
 mod provider;
 mod repos;
 
+pub use app::{read_private_key, GithubApp};
 pub use config::{Github, DEFAULT_API_VERSION, DEFAULT_BASE_URL};
 
 /// The `type` name the GitHub provider registers under.

@@ -26,7 +26,7 @@ impl TokenPool {
         if self.inner.ready.load(Ordering::Acquire) {
             return;
         }
-        let pending: Vec<(usize, Arc<Token>)> = {
+        let pending: Vec<(usize, Arc<Token>, bool)> = {
             let state = self.inner.state.lock();
             state
                 .tokens
@@ -34,10 +34,10 @@ impl TokenPool {
                 .enumerate()
                 .filter(|(_, e)| (!e.probed || e.account_pending) && !e.invalid)
                 .filter(|(_, e)| e.source.as_ref().is_none_or(|s| s.has_secret()))
-                .map(|(i, e)| (i, Arc::clone(&e.token)))
+                .map(|(i, e)| (i, Arc::clone(&e.token), !e.account_declared))
                 .collect()
         };
-        if let Err(error) = self.probe_tokens(&pending, true).await {
+        if let Err(error) = self.probe_tokens(&pending).await {
             tracing::warn!(%error, "status requests failed to update the store");
         }
         self.inner.ready.store(true, Ordering::Release);
@@ -56,7 +56,7 @@ impl TokenPool {
             return Ok(self.tokens().await);
         }
         let _gate = self.inner.probe_gate.lock().await;
-        let all: Vec<(usize, Arc<Token>)> = {
+        let all: Vec<(usize, Arc<Token>, bool)> = {
             let state = self.inner.state.lock();
             state
                 .tokens
@@ -64,29 +64,32 @@ impl TokenPool {
                 .enumerate()
                 .filter(|(_, e)| !e.invalid)
                 .filter(|(_, e)| e.source.as_ref().is_none_or(|s| s.has_secret()))
-                .map(|(i, e)| (i, Arc::clone(&e.token)))
+                .map(|(i, e)| (i, Arc::clone(&e.token), false))
                 .collect()
         };
-        self.probe_tokens(&all, false).await?;
+        self.probe_tokens(&all).await?;
         drop(_gate);
         Ok(self.tokens().await)
     }
 
-    async fn probe_tokens(&self, tokens: &[(usize, Arc<Token>)], first: bool) -> Result<(), Error> {
+    /// Probes each `(index, token, learn_account)`; the flag is true for a
+    /// first probe of a token whose account was not declared.
+    async fn probe_tokens(&self, tokens: &[(usize, Arc<Token>, bool)]) -> Result<(), Error> {
         let inner = &self.inner;
         let Some(transport) = inner.transport.as_deref() else {
             let mut state = inner.state.lock();
-            for (index, _) in tokens {
+            for (index, _, _) in tokens {
                 state.tokens[*index].probed = true;
             }
             return Ok(());
         };
-        let owned: Vec<(usize, Arc<Token>)> = tokens.to_vec();
-        let probes = owned.into_iter().map(|(index, token)| async move {
-            let learn_account = first && token.account().is_none();
-            let result = inner.provider.probe(&token, transport, learn_account).await;
-            (index, result)
-        });
+        let owned: Vec<(usize, Arc<Token>, bool)> = tokens.to_vec();
+        let probes = owned
+            .into_iter()
+            .map(|(index, token, learn_account)| async move {
+                let result = inner.provider.probe(&token, transport, learn_account).await;
+                (index, result)
+            });
         // Bounded, so a pool of a thousand tokens does not open a thousand
         // connections to one host at start.
         let results: Vec<_> = futures::stream::iter(probes)

@@ -39,6 +39,7 @@
 //! simulated. Only the concurrency cap and injected failures produce
 //! secondary-limit responses.
 
+mod app;
 mod endpoints;
 mod reply;
 mod repos;
@@ -55,6 +56,7 @@ use wiremock::http::HeaderValue;
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer};
 
+pub use self::app::{TEST_APP_PRIVATE_KEY, TEST_APP_PUBLIC_KEY};
 use self::responder::{GithubResponder, Settings, Shared};
 pub use self::state::{AccountLimits, BucketLimit};
 use self::state::{Resource, State, TokenEntry};
@@ -236,6 +238,7 @@ impl GithubSimulator {
         let entry = TokenEntry {
             account: key,
             revoked: false,
+            expires_at_ms: None,
         };
         state.tokens.insert(secret.to_owned(), entry);
     }
@@ -326,6 +329,63 @@ impl GithubSimulator {
             .meter(resource)
             .usage(now_ms)
             .reset
+    }
+
+    /// Registers a GitHub App whose JWTs are signed by the private half of
+    /// `public_key_pem` (an RSA public key in PEM form), such as
+    /// [`TEST_APP_PUBLIC_KEY`].
+    ///
+    /// # Panics
+    ///
+    /// Panics when the key is not an RSA public key in PEM form.
+    pub fn add_app(&self, app_id: u64, public_key_pem: &str) {
+        let key = jsonwebtoken::DecodingKey::from_rsa_pem(public_key_pem.as_bytes())
+            .expect("an RSA public key in PEM form");
+        self.shared.state.lock().apps.insert(
+            app_id.to_string(),
+            app::App {
+                key,
+                installations: std::collections::HashMap::new(),
+            },
+        );
+    }
+
+    /// Installs an app on an account of its own, named
+    /// `installation-{installation_id}`, with `limits`, and returns that login.
+    /// `POST /app/installations/{installation_id}/access_tokens` then issues
+    /// tokens charged to it.
+    ///
+    /// # Panics
+    ///
+    /// Panics when the app is not registered.
+    pub fn add_installation(
+        &self,
+        app_id: u64,
+        installation_id: u64,
+        limits: AccountLimits,
+    ) -> String {
+        let login = format!("installation-{installation_id}");
+        let mut state = self.shared.state.lock();
+        state.add_account(&login, limits);
+        state
+            .apps
+            .get_mut(&app_id.to_string())
+            .expect("call add_app first")
+            .installations
+            .insert(installation_id, login.clone());
+        login
+    }
+
+    /// Sets how long installation tokens issued from now on stay valid
+    /// (an hour by default, as on GitHub).
+    pub fn set_installation_token_ttl(&self, ttl: Duration) {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.shared.state.lock().installation_token_ttl_ms = ms;
+    }
+
+    /// Returns how many installation tokens the simulator issued.
+    pub fn installation_tokens_issued(&self) -> u64 {
+        self.shared.state.lock().counters.installation_tokens
     }
 
     /// Makes every request to `path` (below the API root, such as

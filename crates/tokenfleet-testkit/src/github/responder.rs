@@ -9,6 +9,7 @@ use tokenfleet_core::clock::{format_epoch_ms, Clock};
 use wiremock::http::Method;
 use wiremock::{Request, Respond, ResponseTemplate};
 
+use super::app;
 use super::endpoints;
 use super::reply::Reply;
 use super::repos::Urls;
@@ -137,16 +138,24 @@ impl Shared {
             return Reply::bad_gateway();
         }
 
+        let target = self.locate(request);
+        if let Some(installation) = app::installation_request(request, &target.api_path) {
+            return app::issue(state, request, installation, now_ms);
+        }
+
         let account_key = match &credential {
             Credential::Anonymous => None,
             Credential::Token(secret) => match state.tokens.get(secret) {
-                Some(entry) if !entry.revoked => Some(entry.account.clone()),
+                Some(entry)
+                    if !entry.revoked && entry.expires_at_ms.is_none_or(|at| now_ms < at) =>
+                {
+                    Some(entry.account.clone())
+                }
                 _ => return Self::bad_credentials(state, now_ms),
             },
             Credential::Malformed => return Self::bad_credentials(state, now_ms),
         };
 
-        let target = self.locate(request);
         if account_key.is_none() {
             if let Some(reply) = Self::require_authentication(state, &target, now_ms) {
                 return reply;

@@ -308,6 +308,8 @@ pub(crate) struct TokenEntry {
     /// Lowercase login of the account.
     pub(crate) account: String,
     pub(crate) revoked: bool,
+    /// When an installation token stops working, in epoch milliseconds.
+    pub(crate) expires_at_ms: Option<u64>,
 }
 
 /// Request and response counts since the simulator started.
@@ -318,6 +320,7 @@ pub(crate) struct Counters {
     pub(crate) secondary: u64,
     pub(crate) unauthorized: u64,
     pub(crate) successful: u64,
+    pub(crate) installation_tokens: u64,
     /// Requests per presented token secret, known or not.
     pub(crate) by_token: HashMap<String, u64>,
 }
@@ -341,6 +344,11 @@ pub(crate) struct State {
     pub(crate) forbidden: HashSet<String>,
     /// The token the last request carried, when it carried one.
     pub(crate) last_credential: Option<String>,
+    /// GitHub Apps by app id.
+    pub(crate) apps: HashMap<String, super::app::App>,
+    /// How long an installation token lives.
+    pub(crate) installation_token_ttl_ms: u64,
+    pub(crate) next_installation_token: u64,
     /// Points each `POST /graphql` costs.
     pub(crate) graphql_cost: u64,
     pub(crate) counters: Counters,
@@ -359,6 +367,9 @@ impl State {
             redirects: HashMap::new(),
             forbidden: HashSet::new(),
             last_credential: None,
+            apps: HashMap::new(),
+            installation_token_ttl_ms: 3_600_000,
+            next_installation_token: 0,
             server_errors: 0,
             graphql_cost: 1,
             counters: Counters::default(),
