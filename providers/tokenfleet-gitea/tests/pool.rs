@@ -191,6 +191,40 @@ async fn concurrent_requests_spend_proxy_budget_exactly() {
 }
 
 #[tokio::test]
+async fn stated_proxy_budget_is_never_exceeded() {
+    const BUDGET: u64 = 10;
+    let rig = rig_with(
+        GiteaSimulator::builder().rate_headers(true),
+        &[
+            ("alice", "gta_alice", Some(BUDGET)),
+            ("bob", "gta_bob", Some(BUDGET)),
+        ],
+        WaitPolicy::Fail,
+    )
+    .await;
+
+    let requests = (0..64).map(|_| rig.client.get("/user"));
+    let results = join_all(requests).await;
+
+    let served = results.iter().filter(|result| result.is_ok()).count() as u64;
+    for result in &results {
+        if let Err(error) = result {
+            assert!(
+                matches!(error, ClientError::Pool(Error::Exhausted(_))),
+                "{error}"
+            );
+        }
+    }
+    // The probes read the budget from the headers, so the pool spent the
+    // rest exactly and no request was throttled.
+    assert_eq!(served, 2 * BUDGET - 2);
+    assert_eq!(rig.simulator.successful_requests(), 2 * BUDGET);
+    assert_eq!(rig.simulator.over_limit_responses(), 0);
+    let snapshot = &rig.client.pool().tokens().await[0];
+    assert_eq!(snapshot.buckets[0].limit, Some(BUDGET));
+}
+
+#[tokio::test]
 async fn throttled_token_rests_until_retry_after() {
     const BUDGET: u64 = 4;
     let rig = rig(&[("alice", "gta_alice", Some(BUDGET))], WaitPolicy::Fail).await;

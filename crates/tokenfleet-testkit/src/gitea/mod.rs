@@ -5,8 +5,9 @@
 //! headers, so by default nothing is limited. A test may put a proxy's
 //! fixed-window budget on an account: once it is spent, requests get 429
 //! with `Retry-After` and no other rate-limit header, as an nginx
-//! `limit_req` zone would answer. All windows and the `Date` header follow
-//! the [`Clock`] given to the builder.
+//! `limit_req` zone would answer. A builder option makes the proxy state
+//! the budget in `X-RateLimit-*` headers as well. All windows and the
+//! `Date` header follow the [`Clock`] given to the builder.
 //!
 //! # Endpoints
 //!
@@ -80,6 +81,7 @@ pub struct GiteaSimulator {
 pub struct GiteaSimulatorBuilder {
     clock: Arc<dyn Clock>,
     invalid_tokens_as_anonymous: bool,
+    rate_headers: bool,
     retry_after_as_date: bool,
     default_paging: usize,
     max_response_items: usize,
@@ -90,6 +92,7 @@ impl Default for GiteaSimulatorBuilder {
         Self {
             clock: Arc::new(SystemClock),
             invalid_tokens_as_anonymous: false,
+            rate_headers: false,
             retry_after_as_date: false,
             default_paging: DEFAULT_PAGING,
             max_response_items: MAX_RESPONSE_ITEMS,
@@ -109,6 +112,15 @@ impl GiteaSimulatorBuilder {
     /// only endpoints that need a signed-in user (`/user`) answer 401.
     pub fn invalid_tokens_as_anonymous(mut self, enabled: bool) -> Self {
         self.invalid_tokens_as_anonymous = enabled;
+        self
+    }
+
+    /// Makes the proxy state the budget of a limited account on every
+    /// response to it, 429 included, in `X-RateLimit-Limit`,
+    /// `X-RateLimit-Remaining` and `X-RateLimit-Reset` (epoch seconds), as
+    /// some proxies do. Off by default, because Gitea itself sends none.
+    pub fn rate_headers(mut self, enabled: bool) -> Self {
+        self.rate_headers = enabled;
         self
     }
 
@@ -144,6 +156,7 @@ impl GiteaSimulatorBuilder {
 
         let settings = Settings {
             invalid_tokens_as_anonymous: self.invalid_tokens_as_anonymous,
+            rate_headers: self.rate_headers,
             retry_after_as_date: self.retry_after_as_date,
             default_paging: self.default_paging,
             max_response_items: self.max_response_items,
@@ -166,7 +179,8 @@ impl GiteaSimulatorBuilder {
 
 impl GiteaSimulator {
     /// Creates a builder with the defaults: system clock, invalid tokens
-    /// rejected, `Retry-After` in seconds, pages of 30 up to 50.
+    /// rejected, no rate-limit headers, `Retry-After` in seconds, pages of
+    /// 30 up to 50.
     pub fn builder() -> GiteaSimulatorBuilder {
         GiteaSimulatorBuilder::default()
     }

@@ -28,6 +28,7 @@ const MISSING_SCOPE: &str =
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Settings {
     pub(crate) invalid_tokens_as_anonymous: bool,
+    pub(crate) rate_headers: bool,
     pub(crate) retry_after_as_date: bool,
     pub(crate) default_paging: usize,
     pub(crate) max_response_items: usize,
@@ -207,7 +208,7 @@ impl Shared {
 
         if let Some(key) = &account_key {
             if let Some(reply) = self.proxy_limit(state, key, now_ms) {
-                return reply;
+                return self.with_rate_headers(state, key, now_ms, reply);
             }
         }
 
@@ -218,7 +219,29 @@ impl Shared {
         if reply.status == 401 {
             state.counters.unauthorized += 1;
         }
+        match &account_key {
+            Some(key) => self.with_rate_headers(state, key, now_ms, reply),
+            None => reply,
+        }
+    }
+
+    /// Adds `X-RateLimit-Limit`, `-Remaining` and `-Reset` (epoch seconds)
+    /// for the proxy budget of the account `key`, when the settings ask
+    /// for them and the account has one.
+    fn with_rate_headers(&self, state: &State, key: &str, now_ms: u64, reply: Reply) -> Reply {
+        if !self.settings.rate_headers {
+            return reply;
+        }
+        let Some(meter) = state.accounts.get(key).and_then(|a| a.proxy.as_ref()) else {
+            return reply;
+        };
         reply
+            .header("x-ratelimit-limit", meter.budget().to_string())
+            .header("x-ratelimit-remaining", meter.remaining(now_ms).to_string())
+            .header(
+                "x-ratelimit-reset",
+                meter.reset_ms(now_ms).div_ceil(1000).to_string(),
+            )
     }
 
     /// Applies the proxy in front of the server to the account `key`: an

@@ -72,6 +72,11 @@ impl ProxyMeter {
         self.used = self.budget.saturating_sub(remaining);
     }
 
+    /// Returns the requests of one window.
+    pub(crate) fn budget(&self) -> u64 {
+        self.budget
+    }
+
     /// Returns the requests left at `now_ms`.
     pub(crate) fn remaining(&self, now_ms: u64) -> u64 {
         match self.open_window_end(now_ms) {

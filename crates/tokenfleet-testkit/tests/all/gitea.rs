@@ -435,3 +435,34 @@ async fn gitea_paths_outside_api_are_not_found() {
     assert_eq!(response.status(), 404);
     assert_eq!(get(&sim, Some("t-alice"), "/version").await.status(), 200);
 }
+
+#[tokio::test]
+async fn gitea_proxy_rate_headers_state_budget() {
+    let (sim, _clock) = start_with(GiteaSimulator::builder().rate_headers(true)).await;
+    sim.limit_account("alice", 2, WINDOW);
+    sim.add_account("bob");
+    sim.add_token("t-bob", "bob");
+    let reset = (START_MS / 1000 + 60).to_string();
+
+    let first = get(&sim, Some("t-alice"), "/user").await;
+    assert_eq!(header(&first, "x-ratelimit-limit").as_deref(), Some("2"));
+    assert_eq!(
+        header(&first, "x-ratelimit-remaining").as_deref(),
+        Some("1")
+    );
+    assert_eq!(header(&first, "x-ratelimit-reset"), Some(reset.clone()));
+
+    get(&sim, Some("t-alice"), "/user").await;
+    let throttled = get(&sim, Some("t-alice"), "/user").await;
+    assert_eq!(throttled.status(), 429);
+    assert_eq!(
+        header(&throttled, "x-ratelimit-remaining").as_deref(),
+        Some("0")
+    );
+    assert_eq!(header(&throttled, "x-ratelimit-reset"), Some(reset));
+    assert_eq!(header(&throttled, "retry-after").as_deref(), Some("60"));
+
+    // An account without a proxy budget gets no headers.
+    let unlimited = get(&sim, Some("t-bob"), "/user").await;
+    assert_eq!(header(&unlimited, "x-ratelimit-limit"), None);
+}
