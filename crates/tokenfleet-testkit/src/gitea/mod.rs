@@ -4,8 +4,9 @@
 //! `/api/v1`. Gitea has no built-in rate limiter and sends no rate-limit
 //! headers, so by default nothing is limited. A test may put a proxy's
 //! fixed-window budget on an account: once it is spent, requests get 429
-//! with `Retry-After` and no other rate-limit header, as an nginx
-//! `limit_req` zone would answer. A builder option makes the proxy state
+//! with `Retry-After` and no other rate-limit header. No Gitea or Forgejo
+//! documentation describes a hosted instance's throttle response, so this
+//! form is an assumption, not a replay. A builder option makes the proxy state
 //! the budget in `X-RateLimit-*` headers as well. All windows and the
 //! `Date` header follow the [`Clock`] given to the builder.
 //!
@@ -41,10 +42,12 @@
 //!
 //! # Limitations
 //!
-//! Every repository is public, and no write endpoint exists. Whether a real
-//! server lists an organization's repositories under
-//! `/users/{org}/repos` as well depends on its version; this simulator
-//! answers 404 there, so that the `/orgs/{org}/repos` fallback is used.
+//! Every repository is public, and no write endpoint exists.
+//!
+//! NOTE: a real server may also list an organization's repositories under
+//! `/users/{org}/repos`, which this simulator does not check against any
+//! version. It returns 404 there, so that the `/orgs/{org}/repos`
+//! fallback is exercised.
 
 mod responder;
 mod state;
@@ -108,8 +111,8 @@ impl GiteaSimulatorBuilder {
     }
 
     /// Makes unknown and revoked tokens act as anonymous callers, as Gitea
-    /// 1.17 to 1.19 did: public endpoints answer 200 with public data, and
-    /// only endpoints that need a signed-in user (`/user`) answer 401.
+    /// 1.17 to 1.19 did: public endpoints return 200 with public data, and
+    /// only endpoints that need a signed-in user (`/user`) return 401.
     pub fn invalid_tokens_as_anonymous(mut self, enabled: bool) -> Self {
         self.invalid_tokens_as_anonymous = enabled;
         self
@@ -235,8 +238,8 @@ impl GiteaSimulator {
         state.tokens.insert(secret.to_owned(), entry);
     }
 
-    /// Revokes a token, so later requests with it get 401 (or act as
-    /// anonymous, when the builder says so).
+    /// Revokes a token, so later requests with it get 401, or act as
+    /// anonymous when the builder enables that.
     pub fn revoke_token(&self, secret: &str) {
         if let Some(entry) = self.shared.state.lock().tokens.get_mut(secret) {
             entry.revoked = true;
@@ -342,7 +345,7 @@ impl GiteaSimulator {
     }
 
     /// Makes every request to `path` (below the API root, such as
-    /// `/repos/o/r/hooks`) answer 403 `token does not have at least one of
+    /// `/repos/o/r/hooks`) return 403 `token does not have at least one of
     /// required scope(s): [read:repository]`. The request still passes the
     /// proxy and spends its budget.
     pub fn forbid(&self, path: &str) {

@@ -20,7 +20,7 @@ const HTML: &str = "text/html";
 /// The version `GET /api/v1/version` reports.
 const VERSION: &str = "1.22.0";
 
-/// The scope message of the 403 a forbidden path answers.
+/// The scope message of the 403 a forbidden path returns.
 const MISSING_SCOPE: &str =
     "token does not have at least one of required scope(s): [read:repository]";
 
@@ -104,7 +104,7 @@ impl Reply {
         )
     }
 
-    /// The page an nginx proxy serves for `status`.
+    /// Builds the HTML error page an nginx proxy serves for `status`.
     fn proxy_page(status: u16, reason: &str) -> Self {
         let body = format!(
             "<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n\
