@@ -65,7 +65,11 @@ async fn canary_absent_from_trace_logs() {
     simulator.add_repositories("alice", 60);
     let provider = Gitea::with_base_url(simulator.uri().parse().unwrap());
     let pool = TokenPool::builder(Arc::new(provider))
-        .tokens([Token::new(CANARY), Token::new("gta_bob")])
+        .tokens([
+            Token::new(CANARY),
+            Token::new("gta_bob"),
+            Token::new("gta_unregistered").with_label("stranger"),
+        ])
         .strategy(Arc::new(tokenfleet_rate_aware::RateAware::default()))
         .clock(Arc::new(clock.clone()))
         .transport(Arc::new(ReqwestTransport::new(http())))
@@ -80,8 +84,8 @@ async fn canary_absent_from_trace_logs() {
         .build(pool)
         .unwrap();
 
-    // A listing, a 502 and its retry, a 429 on the canary's account, then
-    // a 401 for the canary once its window is over.
+    // A token rejected at start, a listing, a 502 and its retry, a 429 on
+    // the canary's account, then a 401 for the canary once its window is over.
     client
         .repositories("alice")
         .await
@@ -98,7 +102,7 @@ async fn canary_absent_from_trace_logs() {
     clock.advance_to(reset_ms + 1_000);
     // Both tokens are unlimited now, so the strategy picks either.
     for _ in 0..20 {
-        if simulator.unauthorized_responses() > 0 {
+        if simulator.unauthorized_responses() > 1 {
             break;
         }
         client.get("/user").await.expect("bob serves");
@@ -106,7 +110,10 @@ async fn canary_absent_from_trace_logs() {
 
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(simulator.over_limit_responses() >= 1, "{text}");
-    assert_eq!(simulator.unauthorized_responses(), 1, "{text}");
+    // The unregistered token at start, and the canary once revoked.
+    assert_eq!(simulator.unauthorized_responses(), 2, "{text}");
+    assert!(text.contains("rejected as invalid at start"), "{text}");
+    assert!(text.contains("stranger"), "{text}");
     assert!(text.contains("rotating to another token"), "{text}");
     assert!(text.contains("retrying"), "{text}");
     assert!(!text.contains("CANARY"), "{text}");
