@@ -40,6 +40,41 @@
 //!
 //! Requests without a valid token pass the proxy unmetered.
 //!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use tokenfleet_testkit::GiteaSimulator;
+//!
+//! # #[tokio::main]
+//! # async fn main() {
+//! let sim = GiteaSimulator::start().await;
+//! sim.add_account("alice");
+//! sim.add_token("gta_example", "alice");
+//! sim.limit_account("alice", 1, Duration::from_secs(60));
+//!
+//! let client = reqwest::Client::builder().no_proxy().build().unwrap();
+//! let user = format!("{}/user", sim.uri());
+//! let first = client
+//!     .get(&user)
+//!     .header("authorization", "token gta_example")
+//!     .send()
+//!     .await
+//!     .unwrap();
+//! let second = client
+//!     .get(&user)
+//!     .header("authorization", "token gta_example")
+//!     .send()
+//!     .await
+//!     .unwrap();
+//!
+//! assert_eq!(first.status(), 200);
+//! assert_eq!(second.status(), 429);
+//! assert!(second.headers().contains_key("retry-after"));
+//! # }
+//! ```
+//!
 //! # Limitations
 //!
 //! Every repository is public, and no write endpoint exists.
