@@ -51,6 +51,10 @@
 //! probe therefore validates every token with `GET /user` before its first
 //! use: 401 rejects the token, and 200 names the login, which becomes the
 //! token's account unless the config declares one.
+//!
+//! NOTE: the probe needs the pool's transport. A pool built without one
+//! sends no probe and cannot tell an invalid token from an anonymous
+//! caller on those versions.
 
 #![deny(missing_docs)]
 
