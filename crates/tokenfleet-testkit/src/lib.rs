@@ -35,6 +35,8 @@
 
 pub mod conformance;
 pub mod demo;
+pub mod gitea;
 pub mod github;
 
+pub use gitea::{GiteaSimulator, GiteaSimulatorBuilder};
 pub use github::{AccountLimits, BucketLimit, GithubSimulator, GithubSimulatorBuilder};
