@@ -23,6 +23,9 @@ pub use tokenfleet_core::{
 
 #[cfg(feature = "github")]
 pub use tokenfleet_github as github;
+
+#[cfg(feature = "gitea")]
+pub use tokenfleet_gitea as gitea;
 #[cfg(feature = "priority")]
 pub use tokenfleet_priority::Priority;
 #[cfg(feature = "rate-aware")]

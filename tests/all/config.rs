@@ -31,7 +31,11 @@ fn enabled_strategies() -> Vec<&'static str> {
 
 /// Returns the provider `type` names this build enables through features.
 fn enabled_providers() -> Vec<&'static str> {
-    vec!["github"]
+    let mut names = vec!["github"];
+    if cfg!(feature = "gitea") {
+        names.push("gitea");
+    }
+    names
 }
 
 fn parse_error(text: &str) -> ConfigError {

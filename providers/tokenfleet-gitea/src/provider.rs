@@ -19,6 +19,11 @@ use crate::GITEA;
 /// The media type of every Gitea API response.
 const JSON: &str = "application/json";
 
+tokenfleet_core::register_plugin!(
+    provider GITEA,
+    "Gitea and Forgejo (Codeberg); no built-in limit, a proxy's 429 is honoured"
+);
+
 #[typetag::serde(name = "gitea")]
 #[async_trait]
 impl Provider for Gitea {
