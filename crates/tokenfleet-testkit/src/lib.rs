@@ -36,5 +36,7 @@
 pub mod conformance;
 pub mod demo;
 pub mod github;
+pub mod gitlab;
 
 pub use github::{AccountLimits, BucketLimit, GithubSimulator, GithubSimulatorBuilder};
+pub use gitlab::{GitlabSimulator, GitlabSimulatorBuilder};
