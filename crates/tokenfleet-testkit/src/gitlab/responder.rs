@@ -311,12 +311,21 @@ impl Shared {
             .collect();
         keys.sort();
 
-        let mut listed: Vec<(&str, usize)> = Vec::new();
+        let mut by_id: Vec<(u64, &str, usize)> = Vec::new();
         for key in keys {
-            let count = state.namespaces[key].projects.len();
-            listed.extend((0..count).map(|index| (key.as_str(), index)));
+            let projects = &state.namespaces[key].projects;
+            by_id.extend(
+                projects
+                    .iter()
+                    .enumerate()
+                    .map(|(index, project)| (project.id, key.as_str(), index)),
+            );
         }
-        listed.sort_by_key(|(key, index)| state.namespaces[*key].projects[*index].id);
+        by_id.sort_unstable_by_key(|(id, _, _)| *id);
+        let listed: Vec<(&str, usize)> = by_id
+            .into_iter()
+            .map(|(_, key, index)| (key, index))
+            .collect();
         self.listing(state, request, &listed)
     }
 
