@@ -19,8 +19,15 @@
 //! `authenticated_` part, so `throttle_authenticated_api` is [`buckets::API`],
 //! `throttle_authenticated_packages_api` is `packages_api` and
 //! `throttle_authenticated_files_api` is `files_api`. Requests are charged
-//! to `packages_api` (paths with a `packages` segment), `files_api`
+//! to `packages_api` (`/packages/...`, `/projects/:id/packages/...`,
+//! `/groups/:id/-/packages/...`), `files_api`
 //! (`/projects/:id/repository/files/...`) or `api` (everything else).
+//!
+//! NOTE: when an instance has the package or files throttle off, GitLab
+//! counts those requests under `throttle_authenticated_api`. Their
+//! responses then update `api`, and the pool sends `packages_api` and
+//! `files_api` requests one at a time per account, because no response
+//! states those budgets.
 //!
 //! Observations of an unauthenticated throttle (`throttle_unauthenticated_*`)
 //! are dropped, because they count the caller's IP address, not the

@@ -34,9 +34,11 @@ impl Provider for Gitlab {
         buckets::API
     }
 
-    /// Maps package registry paths to `packages_api`, repository file
-    /// paths to `files_api` and everything else to `api`, the buckets that
-    /// GitLab's `RateLimit-Name` reports for them.
+    /// Maps package registry paths (`/packages/...`,
+    /// `/projects/:id/packages/...`, `/groups/:id/-/packages/...`) to
+    /// `packages_api`, repository file paths to `files_api` and everything
+    /// else to `api`, the buckets that GitLab's `RateLimit-Name` reports
+    /// for them when those throttles are on.
     ///
     /// NOTE: GitLab also throttles deprecated API endpoints, Git LFS and
     /// protected paths separately. Those requests are charged to `api`
@@ -52,10 +54,11 @@ impl Provider for Gitlab {
         };
 
         let segments: Vec<&str> = relative.split('/').filter(|s| !s.is_empty()).collect();
-        if segments.contains(&"packages") {
-            return buckets::PACKAGES_API;
-        }
         match segments.as_slice() {
+            ["packages", ..]
+            | ["projects", _, "packages", ..]
+            | ["groups", _, "packages", ..]
+            | ["groups", _, "-", "packages", ..] => buckets::PACKAGES_API,
             ["projects", _, "repository", "files", ..] => buckets::FILES_API,
             _ => buckets::API,
         }
@@ -181,6 +184,15 @@ mod tests {
                 "api",
             ),
             ("https://git.example/api/v4", "api"),
+            (
+                "https://git.example/api/v4/groups/7/-/packages/maven/a/b",
+                "packages_api",
+            ),
+            (
+                "https://git.example/api/v4/packages/conan/v1/ping",
+                "packages_api",
+            ),
+            ("https://git.example/api/v4/projects/packages/issues", "api"),
             ("https://git.example/other/packages", "api"),
             ("https://git.example/api/v40/projects/1/packages", "api"),
         ];
