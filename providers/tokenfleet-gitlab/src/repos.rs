@@ -86,6 +86,10 @@ fn group_page(gitlab: &Gitlab, group: &str) -> Url {
 
 /// Reads a page of project objects and the next page: the `Link`
 /// header's `rel="next"`, or else the page `x-next-page` names.
+///
+/// NOTE: GitLab's offset pagination reaches only the first 50,000
+/// projects of a listing. The page past them returns 400, so a longer
+/// listing fails with that status, because keyset pagination is not used.
 pub(crate) fn parse_page(page: &PageView<'_>) -> Result<RepositoryPage, ListingError> {
     let items: Vec<Value> = serde_json::from_slice(page.body)
         .map_err(|e| ListingError::Parse(format!("expected a JSON array of projects: {e}")))?;

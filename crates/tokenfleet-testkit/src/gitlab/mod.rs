@@ -51,8 +51,9 @@
 //! # Limitations
 //!
 //! Only the authenticated and unauthenticated API throttles are simulated.
-//! Offset pagination is not capped at 50,000 records, and keyset
-//! pagination is not supported.
+//! Offset pagination reaches the first 50,000 projects, as on GitLab, and
+//! a page past them returns 400. Keyset pagination, which GitLab offers
+//! for the rest, is not supported.
 
 mod projects;
 mod responder;

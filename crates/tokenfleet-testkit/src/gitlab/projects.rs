@@ -7,6 +7,10 @@ use serde_json::{json, Value};
 /// `x-total-pages` and the `rel="last"` link, to spare counting.
 pub(crate) const COUNT_LIMIT: usize = 10_000;
 
+/// The number of projects that offset pagination reaches. A page that
+/// starts beyond it is rejected, and the rest needs keyset pagination.
+pub(crate) const MAX_OFFSET: usize = 50_000;
+
 /// GitLab's default and maximum page sizes.
 const DEFAULT_PER_PAGE: usize = 20;
 const MAX_PER_PAGE: usize = 100;
@@ -172,13 +176,14 @@ impl PageRequest {
         }
     }
 
+    /// Returns the position of this page's first item.
+    pub(crate) fn offset(self) -> usize {
+        self.page.saturating_sub(1).saturating_mul(self.per_page)
+    }
+
     /// Returns the positions of this page's items in a listing of `total`.
     pub(crate) fn range(self, total: usize) -> std::ops::Range<usize> {
-        let start = self
-            .page
-            .saturating_sub(1)
-            .saturating_mul(self.per_page)
-            .min(total);
+        let start = self.offset().min(total);
         let end = start.saturating_add(self.per_page).min(total);
         start..end
     }
@@ -189,7 +194,7 @@ impl PageRequest {
     /// adds `first`, `prev`, `next` and, up to the count limit, `last`.
     ///
     /// `endpoint` is the listing URL without a query, and `query` the
-    /// request's parameters, kept in the links except `page` and `per_page`.
+    /// request's parameters, which the links repeat except `page` and `per_page`.
     pub(crate) fn headers(
         self,
         endpoint: &str,
@@ -222,13 +227,13 @@ impl PageRequest {
             return headers;
         }
 
-        let kept: Vec<String> = query
+        let other_parameters: Vec<String> = query
             .iter()
             .filter(|(key, _)| key != "page" && key != "per_page")
             .map(|(key, value)| format!("{}={}", encode(key), encode(value)))
             .collect();
         let link = |page: usize, rel: &str| {
-            let mut parameters = kept.clone();
+            let mut parameters = other_parameters.clone();
             parameters.push(format!("page={page}"));
             parameters.push(format!("per_page={}", self.per_page));
             format!("<{endpoint}?{}>; rel=\"{rel}\"", parameters.join("&"))

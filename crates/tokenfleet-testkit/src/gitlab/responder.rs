@@ -10,7 +10,7 @@ use tokenfleet_core::clock::{format_epoch_ms, Clock};
 use wiremock::http::Method;
 use wiremock::{Request, Respond, ResponseTemplate};
 
-use super::projects::{project_json, PageRequest};
+use super::projects::{project_json, PageRequest, MAX_OFFSET};
 use super::state::{State, TokenState, Usage};
 
 /// The path every API route lives under.
@@ -337,6 +337,16 @@ impl Shared {
             .map(|(key, value)| (key.into_owned(), value.into_owned()))
             .collect();
         let page = PageRequest::from_query(&query);
+        if page.offset() >= MAX_OFFSET {
+            // NOTE: the wording follows GitLab's error for offsets past
+            // the limit as far as known, and may differ between versions.
+            return Reply::json(
+                400,
+                &json!({"message": format!(
+                    "Offset pagination has a maximum allowed offset of {MAX_OFFSET} for requests that return objects of type Project. Remaining records can be retrieved using keyset pagination."
+                )}),
+            );
+        }
         let web = self.web(request);
 
         let items: Vec<Value> = listed[page.range(listed.len())]

@@ -411,3 +411,30 @@ async fn listing_without_link_header() {
     assert_eq!(header(&first, "x-next-page").as_deref(), Some("2"));
     assert_eq!(header(&first, "x-per-page").as_deref(), Some("20"));
 }
+
+#[tokio::test]
+async fn offset_past_limit_is_rejected() {
+    let (sim, _clock) = start_with_alice(GitlabSimulator::builder(), Throttle::default()).await;
+    sim.add_repositories("alice", 3);
+
+    let last_reachable = get(
+        &sim,
+        Some("glpat-alice"),
+        "/users/alice/projects?per_page=100&page=500",
+    )
+    .await;
+    assert_eq!(last_reachable.status(), 200);
+
+    let past = get(
+        &sim,
+        Some("glpat-alice"),
+        "/users/alice/projects?per_page=100&page=501",
+    )
+    .await;
+    assert_eq!(past.status(), 400);
+    let body: Value = past.json().await.unwrap();
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("keyset pagination"));
+}
