@@ -37,6 +37,8 @@ pub mod conformance;
 pub mod demo;
 pub mod gitea;
 pub mod github;
+pub mod gitlab;
 
 pub use gitea::{GiteaSimulator, GiteaSimulatorBuilder};
 pub use github::{AccountLimits, BucketLimit, GithubSimulator, GithubSimulatorBuilder};
+pub use gitlab::{GitlabSimulator, GitlabSimulatorBuilder};

@@ -2,3 +2,4 @@
 
 mod gitea;
 mod github;
+mod gitlab;
