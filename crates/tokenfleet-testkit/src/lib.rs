@@ -33,8 +33,10 @@
 
 #![deny(missing_docs)]
 
+pub mod bitbucket;
 pub mod conformance;
 pub mod demo;
 pub mod github;
 
+pub use bitbucket::BitbucketSimulator;
 pub use github::{AccountLimits, BucketLimit, GithubSimulator, GithubSimulatorBuilder};
