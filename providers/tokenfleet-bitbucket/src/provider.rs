@@ -96,6 +96,12 @@ impl Provider for Bitbucket {
         classify(self, response)
     }
 
+    /// Rejects a token that cannot be sent in the configured form, such as
+    /// a basic-auth token without `username:`.
+    fn validate_token(&self, token: &Token) -> Result<(), String> {
+        self.check_token(token).map_err(|error| error.to_string())
+    }
+
     /// Learns the account of a basic-auth token from its username, without
     /// a request, and rejects a token that cannot be sent in the configured
     /// form.
@@ -246,6 +252,18 @@ mod tests {
 
         let error = basic.check_token(&Token::new(CANARY)).unwrap_err();
         assert!(!error.to_string().contains("CANARY"), "{error}");
+    }
+
+    #[test]
+    fn validate_token_through_trait() {
+        let basic: Box<dyn Provider> = Box::new(Bitbucket::new().auth(AuthScheme::Basic));
+        assert_eq!(basic.validate_token(&Token::new("alice:secret")), Ok(()));
+
+        let token = Token::new(CANARY);
+        let message = basic.validate_token(&token).unwrap_err();
+        assert!(message.contains(token.id().as_str()), "{message}");
+        assert!(message.contains("username:secret"), "{message}");
+        assert!(!message.contains("CANARY"), "{message}");
     }
 
     #[test]
