@@ -41,7 +41,13 @@ pub(crate) fn classify(bitbucket: &Bitbucket, response: &ResponseView<'_>) -> Ve
         Verdict::new(Outcome::InvalidToken)
     } else if status == StatusCode::TOO_MANY_REQUESTS {
         let retry_after_ms = parse_retry_after(headers, server_date_ms).map(millis);
-        let reset_ms = estimate.throttled(response.account, at_ms, window, retry_after_ms);
+        let reset_ms = estimate.throttled(
+            response.account,
+            at_ms,
+            window,
+            parse_limit(headers),
+            retry_after_ms,
+        );
         Verdict::new(Outcome::PrimaryLimit {
             reset_ms: Some(reset_ms),
         })

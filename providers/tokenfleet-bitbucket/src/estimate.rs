@@ -85,10 +85,7 @@ impl Estimator {
         stated_limit: Option<u64>,
     ) -> Observation {
         let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
-        let log = accounts.entry(account.to_owned()).or_default();
-        if stated_limit.is_some() {
-            log.stated_limit = stated_limit;
-        }
+        let log = log_of(&mut accounts, account, stated_limit);
         let limit = log.limit(window);
 
         // Times stay sorted even when `Date` headers of concurrent
@@ -128,10 +125,11 @@ impl Estimator {
         account: &str,
         at_ms: u64,
         window: Window,
+        stated_limit: Option<u64>,
         retry_after_ms: Option<u64>,
     ) -> u64 {
         let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
-        let log = accounts.entry(account.to_owned()).or_default();
+        let log = log_of(&mut accounts, account, stated_limit);
         if let Some(wait_ms) = retry_after_ms {
             return at_ms.saturating_add(wait_ms);
         }
@@ -161,6 +159,25 @@ impl Estimator {
         let accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
         accounts.get(account).map_or(0, |log| log.times.len())
     }
+}
+
+/// Returns the log of `account`, created empty on first use, with the
+/// limit a response stated. The key is copied only for a new account.
+fn log_of<'a>(
+    accounts: &'a mut HashMap<String, AccountLog>,
+    account: &str,
+    stated_limit: Option<u64>,
+) -> &'a mut AccountLog {
+    if !accounts.contains_key(account) {
+        accounts.insert(account.to_owned(), AccountLog::default());
+    }
+    let log = accounts
+        .get_mut(account)
+        .expect("the log was inserted above");
+    if stated_limit.is_some() {
+        log.stated_limit = stated_limit;
+    }
+    log
 }
 
 #[cfg(test)]
@@ -248,7 +265,7 @@ mod tests {
         for at in [0, 100, 200] {
             estimator.record("a", at, WINDOW, None);
         }
-        assert_eq!(estimator.throttled("a", 500, WINDOW, None), HOUR_MS);
+        assert_eq!(estimator.throttled("a", 500, WINDOW, None, None), HOUR_MS);
     }
 
     #[test]
@@ -256,14 +273,14 @@ mod tests {
         let estimator = Estimator::default();
         estimator.record("a", 0, WINDOW, None);
 
-        let first = estimator.throttled("a", 1_000, WINDOW, None);
+        let first = estimator.throttled("a", 1_000, WINDOW, None, None);
         assert_eq!(first, 61_000);
-        let burst = estimator.throttled("a", 1_500, WINDOW, None);
+        let burst = estimator.throttled("a", 1_500, WINDOW, None, None);
         assert_eq!(burst, first, "a throttle during the backoff counts once");
 
-        let second = estimator.throttled("a", first, WINDOW, None);
+        let second = estimator.throttled("a", first, WINDOW, None, None);
         assert_eq!(second, first + 120_000);
-        let third = estimator.throttled("a", second, WINDOW, None);
+        let third = estimator.throttled("a", second, WINDOW, None, None);
         assert_eq!(third, second + 240_000);
     }
 
@@ -272,32 +289,44 @@ mod tests {
         let estimator = Estimator::default();
         let mut at = 0;
         for _ in 0..10 {
-            let until = estimator.throttled("a", at, WINDOW, None);
+            let until = estimator.throttled("a", at, WINDOW, None, None);
             assert!(until - at <= HOUR_MS, "waited {} ms", until - at);
             at = until;
         }
-        assert_eq!(estimator.throttled("a", at, WINDOW, None), at + HOUR_MS);
+        assert_eq!(
+            estimator.throttled("a", at, WINDOW, None, None),
+            at + HOUR_MS
+        );
     }
 
     #[test]
     fn quiet_window_restarts_backoff() {
         let estimator = Estimator::default();
-        let first = estimator.throttled("a", 0, WINDOW, None);
-        let second = estimator.throttled("a", first, WINDOW, None);
+        let first = estimator.throttled("a", 0, WINDOW, None, None);
+        let second = estimator.throttled("a", first, WINDOW, None, None);
         assert_eq!(second - first, 120_000);
 
         let later = second + HOUR_MS;
         assert_eq!(
-            estimator.throttled("a", later, WINDOW, None),
+            estimator.throttled("a", later, WINDOW, None, None),
             later + 60_000
         );
+    }
+
+    #[test]
+    fn throttle_keeps_stated_limit() {
+        let estimator = Estimator::default();
+        estimator.record("a", 0, WINDOW, None);
+        let until = estimator.throttled("a", 0, WINDOW, Some(1), None);
+        assert_eq!(until, HOUR_MS, "the stated limit of 1 is spent");
+        assert_eq!(estimator.record("a", HOUR_MS, WINDOW, None).limit, 1);
     }
 
     #[test]
     fn retry_after_wins() {
         let estimator = Estimator::default();
         assert_eq!(
-            estimator.throttled("a", 1_000, WINDOW, Some(30_000)),
+            estimator.throttled("a", 1_000, WINDOW, None, Some(30_000)),
             31_000
         );
     }

@@ -21,7 +21,10 @@
 //! (a Bitbucket username or Atlassian email, then an API token or app
 //! password) and sent as HTTP basic authentication. Bitbucket charges those
 //! requests to the user, so the pool charges every token of one username
-//! to one account.
+//! to one account. The pool learns that account from the probe, which it
+//! runs before first use when it has a transport, as the client's pools
+//! do. A pool built without one should declare each token's account, as
+//! [`Bitbucket::account_of`] returns it.
 //!
 //! # Budget estimate
 //!
