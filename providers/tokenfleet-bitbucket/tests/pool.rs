@@ -286,6 +286,73 @@ async fn spend_out_of_sight_backs_off() {
 }
 
 #[tokio::test]
+async fn throttled_account_sends_one_request_per_backoff() {
+    let bench = Bench::start().await;
+    let tokens = bench.access_tokens(1, 10);
+    let client = bench.client(
+        bench.provider(AuthScheme::Bearer, 10),
+        tokens,
+        WaitPolicy::Fail,
+    );
+    client
+        .get("/user")
+        .await
+        .expect("the first request succeeds");
+    bench.sim.drain("token-0");
+    client.get("/user").await.unwrap_err();
+    assert_eq!(bench.sim.over_limit_responses(), 1);
+
+    // After the backoff, concurrent callers share one request.
+    bench.clock.advance_to(START_MS + 2 * MINUTE_MS);
+    assert_eq!(burst(&client, "/user", 10).await, 0);
+    assert_eq!(bench.sim.over_limit_responses(), 2);
+}
+
+#[tokio::test]
+async fn separate_processes_meet_one_throttle() {
+    let bench = Bench::start().await;
+    let tokens = bench.access_tokens(1, 10);
+
+    // Two pools with their own provider values stand for two processes
+    // sharing one token: each keeps its own estimate.
+    let first = bench.client(
+        bench.provider(AuthScheme::Bearer, 10),
+        tokens.clone(),
+        WaitPolicy::Fail,
+    );
+    let second = bench.client(
+        bench.provider(AuthScheme::Bearer, 10),
+        tokens,
+        WaitPolicy::Fail,
+    );
+    for _ in 0..6 {
+        first
+            .get("/user")
+            .await
+            .expect("the first process has budget");
+    }
+
+    let mut served = 0;
+    let error = loop {
+        match second.get("/user").await {
+            Ok(_) => served += 1,
+            Err(error) => break error,
+        }
+    };
+
+    assert_eq!(served, 4, "the second process gets what is left");
+    assert_eq!(
+        bench.sim.over_limit_responses(),
+        1,
+        "one 429 reveals the spend"
+    );
+    assert_eq!(
+        exhausted_reset(&error),
+        START_MS + DATE_SLACK_MS + MINUTE_MS
+    );
+}
+
+#[tokio::test]
 async fn throttled_principal_rotates_to_another() {
     let bench = Bench::start().await;
     let tokens = bench.access_tokens(2, 10);
