@@ -295,6 +295,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn probe_sends_nothing_to_simulator() {
+        use tokenfleet_testkit::bitbucket::Allowance;
+        use tokenfleet_testkit::BitbucketSimulator;
+
+        let sim = BitbucketSimulator::start().await;
+        sim.add_user("alice", Allowance::default());
+        sim.add_api_token("alice", "secret");
+        sim.add_access_token("repo", CANARY, Allowance::default());
+        let transport =
+            tokenfleet_client::ReqwestTransport::new(tokenfleet_client::default_http().unwrap());
+        let base_url: Url = sim.uri().parse().unwrap();
+
+        let basic = Bitbucket::with_base_url(base_url.clone()).auth(AuthScheme::Basic);
+        let probe = basic
+            .probe(&Token::new("alice:secret"), &transport, true)
+            .await
+            .unwrap();
+        assert_eq!(probe.account.as_deref(), Some("alice"));
+
+        let bearer = Bitbucket::with_base_url(base_url);
+        let result = bearer.probe(&Token::new(CANARY), &transport, true).await;
+        assert!(matches!(result, Err(ProbeError::Unsupported)));
+        assert_eq!(sim.total_requests(), 0, "the probe costs no request");
+    }
+
+    #[tokio::test]
     async fn probe_of_bearer_is_unsupported() {
         let bearer = Arc::new(Bitbucket::new());
         let result = bearer.probe(&Token::new(CANARY), &Unused, true).await;
