@@ -1,10 +1,10 @@
 //! A Bitbucket Cloud REST 2.0 simulator with rolling one-hour windows per principal.
 //!
 //! The simulator is a wiremock server on `127.0.0.1`. It counts every
-//! request in a sliding log of the principal it is charged to (the access
-//! token, the user behind basic credentials, or anonymous callers), and
-//! responds with 429 and Bitbucket's plain-text body once the log contains
-//! the principal's limit. As on Bitbucket, no response states the remaining
+//! request in a sliding log of the principal it is charged to: the access
+//! token, the user behind basic credentials, or anonymous callers. Once the
+//! log contains the principal's limit, it responds with 429 and Bitbucket's
+//! plain-text body. As on Bitbucket, no response states the remaining
 //! budget or a reset time. All window arithmetic and the `date` header
 //! follow the [`Clock`] given to the builder, so a test sharing a
 //! [`ManualClock`](tokenfleet_core::ManualClock) with the code under test
@@ -36,14 +36,16 @@
 //!    tokens, 401 with the plain-text `Login failed due to incorrect login
 //!    credentials or method.` and `www-authenticate: Basic realm="Bitbucket.org HTTP"`
 //!    for basic credentials;
-//! 3. `GET /user` without credentials (401, basic form);
-//! 4. an injected 429, which spends nothing;
-//! 5. the principal's window: 429 `Rate limit for this resource has been
+//! 3. a path outside `/2.0` (404);
+//! 4. `GET /user` without credentials (401, basic form);
+//! 5. an injected 429, which spends nothing;
+//! 6. the principal's window: 429 `Rate limit for this resource has been
 //!    exceeded` when full, else the request is counted;
-//! 6. a forbidden path (403 `{"type":"error","error":{"message":"Forbidden"}}`),
+//! 7. a forbidden path (403 `{"type":"error","error":{"message":"Forbidden"}}`),
 //!    then the endpoint itself.
 //!
-//! Rejected requests (401 and 429) are not counted; every other request is.
+//! Responses from steps 1 to 5, and the 429 of step 6, spend nothing. Every
+//! request that passes step 6 counts, whatever its response.
 
 mod repos;
 mod responder;

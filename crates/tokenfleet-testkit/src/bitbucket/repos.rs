@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 /// Page length used when `pagelen` is missing or invalid.
 pub(crate) const DEFAULT_PAGE_LENGTH: usize = 10;
 
-/// The largest page length Bitbucket accepts.
+/// The maximum page length Bitbucket accepts.
 pub(crate) const MAX_PAGE_LENGTH: usize = 100;
 
 /// 2015-01-01T00:00:00Z in epoch seconds, the earliest generated creation time.
@@ -24,7 +24,7 @@ const NOUNS: [&str; 12] = [
 
 const LANGUAGES: [&str; 6] = ["python", "java", "javascript", "go", "rust", "c#"];
 
-/// One generated repository; its links are built per request from the caller's host.
+/// One generated repository. Its links are built per request from the caller's host.
 #[derive(Debug, Clone)]
 pub(crate) struct Repository {
     /// The display name, which may contain spaces and capitals.

@@ -41,7 +41,7 @@ impl Default for Allowance {
     }
 }
 
-/// Who a principal is, which decides the headers its requests get.
+/// The kind of a principal, which decides the headers its requests get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PrincipalKind {
     /// A user, authenticated with basic credentials.
