@@ -51,7 +51,7 @@
 //! | Response | Outcome |
 //! |---|---|
 //! | 401 (JSON `Token is invalid, expired, or not supported for this endpoint.` for bearer, plain-text `Login failed due to incorrect login credentials or method.` for basic) | `InvalidToken` |
-//! | 429 (plain-text `Rate limit for this resource has been exceeded`) | `PrimaryLimit` until `Retry-After` if sent, else until the oldest logged request leaves the window, else (another program spent the budget) a growing backoff |
+//! | 429 (plain-text `Rate limit for this resource has been exceeded`) | `PrimaryLimit`: until `Retry-After` when sent; else, when the log contains the whole limit, until its oldest request leaves the window; else (another program spent the budget) for a backoff of 60 s that doubles on each further 429, up to one window |
 //! | 403 (`{"type":"error","error":{"message":"Forbidden"}}`, a missing scope) | `Forbidden` |
 //! | 5xx | `ServerError` |
 //! | anything else | `Answered` |
@@ -59,9 +59,11 @@
 //! Every response except 401 and 429 is logged as a request the server
 //! counted and carries the estimate as its observation.
 //!
-//! Sources: Atlassian's
-//! [API request limits](https://support.atlassian.com/bitbucket-cloud/docs/api-request-limits/)
-//! and its knowledge-base article on rate-limit troubleshooting.
+//! The window, the default of 1,000 requests per hour and the scaled limits
+//! of 1,000 to 10,000 on `/2.0/repositories/*` are from Atlassian's
+//! [API request limits](https://support.atlassian.com/bitbucket-cloud/docs/api-request-limits/).
+//! The response bodies are as captured in public bug reports, because
+//! Atlassian does not document them.
 //!
 //! # Probe
 //!
