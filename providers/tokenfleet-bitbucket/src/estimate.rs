@@ -13,6 +13,12 @@ use tokenfleet_core::Observation;
 /// The first wait after a 429 that the log cannot explain.
 const FIRST_BACKOFF_MS: u64 = 60_000;
 
+/// How far the reset moves when an account's limit changes. The pool takes
+/// resets less than 2 s apart for one window, and within one window it
+/// reads a drop in the remaining budget as the cost of one request. A
+/// lower limit is no spend, so its estimate starts a window of its own.
+const NEW_LIMIT_SHIFT_MS: u64 = 5_000;
+
 /// The window settings an estimate is made with.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Window {
@@ -36,6 +42,8 @@ struct AccountLog {
     times: VecDeque<u64>,
     /// The limit the last `X-RateLimit-Limit` header stated, if any.
     stated_limit: Option<u64>,
+    /// The limit and reset of the last estimate returned.
+    reported: Option<(u64, u64)>,
     /// Throttles the log could not explain: how many in a row.
     strikes: u32,
     /// The end of the current or last backoff.
@@ -76,7 +84,8 @@ impl Estimator {
     /// The observation's `reset_ms` is when the oldest logged request leaves
     /// the window, which is when the next unit frees up. Resets only move
     /// forward from one call to the next, so the pool never takes a newer
-    /// estimate for an older one.
+    /// estimate for an older one, and a new limit moves the reset a few
+    /// seconds later than the log alone would.
     pub(crate) fn record(
         &self,
         account: &str,
@@ -100,13 +109,22 @@ impl Estimator {
         }
         log.times.push_back(at_ms);
 
+        let mut reset_ms = log.next_free_ms(at_ms, window);
+        if let Some((reported_limit, reported_reset_ms)) = log.reported {
+            reset_ms = reset_ms.max(reported_reset_ms);
+            if reported_limit != limit {
+                reset_ms = reset_ms.max(reported_reset_ms.saturating_add(NEW_LIMIT_SHIFT_MS));
+            }
+        }
+        log.reported = Some((limit, reset_ms));
+
         let used = log.times.len() as u64;
         Observation {
             bucket: None,
             limit,
             remaining: limit.saturating_sub(used),
             used: Some(used),
-            reset_ms: log.next_free_ms(at_ms, window),
+            reset_ms,
         }
     }
 
@@ -257,6 +275,22 @@ mod tests {
         // Later responses without the header keep the stated limit.
         let unstated = estimator.record("a", 1, WINDOW, None);
         assert_eq!(unstated.limit, 2_500);
+    }
+
+    #[test]
+    fn new_limit_moves_reset() {
+        let estimator = Estimator::default();
+        let configured = estimator.record("a", 0, WINDOW, None);
+        let stated = estimator.record("a", 1_000, WINDOW, Some(2));
+        assert_eq!(stated.limit, 2);
+        assert_eq!(stated.remaining, 0);
+        assert_eq!(stated.reset_ms, configured.reset_ms + NEW_LIMIT_SHIFT_MS);
+
+        // The moved reset holds until the log passes it.
+        let held = estimator.record("a", HOUR_MS, WINDOW, Some(2));
+        assert_eq!(held.reset_ms, configured.reset_ms + NEW_LIMIT_SHIFT_MS);
+        let later = estimator.record("a", HOUR_MS + 2_000, WINDOW, Some(2));
+        assert_eq!(later.reset_ms, HOUR_MS + HOUR_MS);
     }
 
     #[test]

@@ -182,6 +182,35 @@ async fn stated_limit_replaces_configured_one() {
 }
 
 #[tokio::test]
+async fn limit_stated_mid_window_is_taken() {
+    let bench = Bench::start().await;
+    bench.sim.add_repositories("team", 1);
+    let tokens = bench.access_tokens(1, 6);
+    let client = bench.client(
+        bench.provider(AuthScheme::Bearer, 50),
+        tokens,
+        WaitPolicy::Fail,
+    );
+
+    // `/user` states no limit, so the configured 50 applies at first.
+    client.get("/user").await.unwrap();
+
+    // The listing states the real limit of 6, of which 5 are left. The
+    // requests go one by one, because a burst sent before the first listing
+    // response would trust the configured 50.
+    let mut served = 0;
+    let error = loop {
+        match client.get("/repositories/team").await {
+            Ok(_) => served += 1,
+            Err(error) => break error,
+        }
+    };
+    assert_eq!(served, 5);
+    assert_eq!(bench.sim.over_limit_responses(), 0);
+    assert!(exhausted_reset(&error) >= bench.sim.reset_at("token-0"));
+}
+
+#[tokio::test]
 async fn work_continues_after_oldest_request_expires() {
     let bench = Bench::start().await;
     let tokens = bench.access_tokens(1, 3);
