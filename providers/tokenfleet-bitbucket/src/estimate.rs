@@ -102,9 +102,9 @@ impl Estimator {
         let at_ms = log.times.back().map_or(at_ms, |&last| at_ms.max(last));
         log.prune(at_ms, window);
         while log.times.len() as u64 >= limit {
-            // More requests than the limit were answered within one window,
-            // so some older entries were logged later than the server
-            // counted them. The newest entries are kept.
+            // The limit went down, or more requests than the limit were
+            // answered within one window because older entries were logged
+            // later than the server counted them. The newest entries stay.
             log.times.pop_front();
         }
         log.times.push_back(at_ms);

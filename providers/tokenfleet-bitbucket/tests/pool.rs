@@ -514,11 +514,16 @@ async fn listing_follows_body_links() {
     let tokens = bench.access_tokens(1, 100);
     let client = bench.client(
         bench.provider(AuthScheme::Bearer, 100),
-        tokens,
+        tokens.clone(),
         WaitPolicy::Fail,
     );
 
     let listed = client.repositories("team").await.unwrap();
+    assert_eq!(
+        bench.sim.requests_by_token(tokens[0].secret()),
+        3,
+        "every page carries the token"
+    );
 
     let names: Vec<String> = listed.iter().map(|r| r.name.clone()).collect();
     assert_eq!(names, bench.sim.repository_names("team"));
