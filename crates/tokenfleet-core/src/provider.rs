@@ -119,6 +119,19 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// Reads a response into a verdict.
     fn classify(&self, response: &ResponseView<'_>) -> Verdict;
 
+    /// Checks that `token` can be sent in this provider's auth form, so that
+    /// a config loader can reject a malformed token before it is used. The
+    /// default accepts every token.
+    ///
+    /// # Errors
+    ///
+    /// Returns a message that names the token by its public id and explains how
+    /// to write it. The message never contains the secret.
+    fn validate_token(&self, token: &Token) -> Result<(), String> {
+        let _ = token;
+        Ok(())
+    }
+
     /// Reads a token's limits without spending budget, and learns its
     /// account when `learn_account` is true.
     ///

@@ -33,6 +33,7 @@
 
 #![deny(missing_docs)]
 
+pub mod bitbucket;
 pub mod conformance;
 pub mod demo;
 pub mod gitea;
@@ -40,5 +41,6 @@ pub mod github;
 pub mod gitlab;
 
 pub use gitea::{GiteaSimulator, GiteaSimulatorBuilder};
+pub use bitbucket::BitbucketSimulator;
 pub use github::{AccountLimits, BucketLimit, GithubSimulator, GithubSimulatorBuilder};
 pub use gitlab::{GitlabSimulator, GitlabSimulatorBuilder};
