@@ -35,6 +35,8 @@
 
 pub mod conformance;
 pub mod demo;
+pub mod generic;
 pub mod github;
 
+pub use generic::{Budget, GenericSimulator, GenericSimulatorBuilder};
 pub use github::{AccountLimits, BucketLimit, GithubSimulator, GithubSimulatorBuilder};
