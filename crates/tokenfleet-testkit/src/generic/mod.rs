@@ -1,4 +1,7 @@
-//! A simulator of any API that states its rate limits in headers, configured by the same [`HttpSettings`] as the generic provider.
+//! A simulator of any API that states its rate limits in headers.
+//!
+//! It takes the same [`HttpSettings`] as the generic provider, so a test
+//! sets up both from one value.
 //!
 //! The simulator is a wiremock server on `127.0.0.1`. It reads the token
 //! in the configured auth form, meters every request against a fixed
@@ -60,6 +63,7 @@ pub struct GenericSimulatorBuilder {
     clock: Arc<dyn Clock>,
     throttle_status: Option<u16>,
     retry_after_on_throttle: bool,
+    token_in_links: bool,
 }
 
 impl GenericSimulatorBuilder {
@@ -83,6 +87,13 @@ impl GenericSimulatorBuilder {
         self
     }
 
+    /// Sets whether `Link` URLs repeat the token's query parameter (default
+    /// false), as some servers do, to test that no output shows it.
+    pub fn token_in_links(mut self, enabled: bool) -> Self {
+        self.token_in_links = enabled;
+        self
+    }
+
     /// Starts the simulator on a free port of `127.0.0.1`.
     pub async fn start(self) -> GenericSimulator {
         let server = MockServer::builder()
@@ -100,6 +111,7 @@ impl GenericSimulatorBuilder {
             invalid_status: first(&settings.invalid_statuses, 401),
             forbidden_status: first(&settings.forbidden_statuses, 403),
             retry_after_on_throttle: self.retry_after_on_throttle,
+            token_in_links: self.token_in_links,
             settings,
         };
         let shared = Arc::new(Shared {
@@ -128,6 +140,7 @@ impl GenericSimulator {
             clock: Arc::new(SystemClock),
             throttle_status: None,
             retry_after_on_throttle: true,
+            token_in_links: false,
         }
     }
 
@@ -136,8 +149,8 @@ impl GenericSimulator {
         format!("{}{}", self.server.uri(), self.shared.config.api_root)
     }
 
-    /// Returns the settings the simulator was started with, with `base_url`
-    /// set to [`uri`](Self::uri), ready to build the provider from.
+    /// Returns the start settings with `base_url` set to [`uri`](Self::uri),
+    /// ready for building the provider.
     pub fn settings(&self) -> HttpSettings {
         let mut settings = self.shared.config.settings.clone();
         settings.base_url = self.uri().parse().expect("the simulator URI parses");

@@ -30,6 +30,8 @@ pub(crate) struct Config {
     pub(crate) invalid_status: u16,
     pub(crate) forbidden_status: u16,
     pub(crate) retry_after_on_throttle: bool,
+    /// Whether `Link` URLs repeat the token's query parameter.
+    pub(crate) token_in_links: bool,
 }
 
 /// State shared between the simulator handle and the responder.
@@ -317,7 +319,9 @@ impl Shared {
         let query: Vec<(String, String)> = request
             .url
             .query_pairs()
-            .filter(|(key, _)| Some(key.as_ref()) != settings.auth_query.as_deref())
+            .filter(|(key, _)| {
+                self.config.token_in_links || Some(key.as_ref()) != settings.auth_query.as_deref()
+            })
             .map(|(key, value)| (key.into_owned(), value.into_owned()))
             .collect();
         let read = |key: &str| {

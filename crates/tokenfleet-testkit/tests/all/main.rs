@@ -1,3 +1,4 @@
 //! Integration tests of the provider simulators, run over loopback HTTP.
 
+mod generic;
 mod github;
