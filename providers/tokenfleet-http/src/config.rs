@@ -349,19 +349,18 @@ fn check_rules(settings: &HttpSettings) -> Result<Vec<Rule>, ConfigError> {
         let key = |field: &str| format!("buckets[{index}].{field}");
 
         check_path(&key("path_prefix"), &rule.path_prefix)?;
+        if rule.path_prefix.contains('?') {
+            return Err(ConfigError::new(
+                key("path_prefix"),
+                format!(
+                    "{:?} has a query; a prefix matches paths only",
+                    rule.path_prefix
+                ),
+            ));
+        }
         let method = match &rule.method {
+            Some(name) => Some(http_method(&key("method"), name)?),
             None => None,
-            Some(name) => Some(
-                Method::from_bytes(name.to_ascii_uppercase().as_bytes())
-                    .ok()
-                    .filter(|_| !name.is_empty())
-                    .ok_or_else(|| {
-                        ConfigError::new(
-                            key("method"),
-                            format!("{name:?} is not an HTTP method; use one such as \"GET\" or \"POST\""),
-                        )
-                    })?,
-            ),
         };
         let bucket = bucket_name(&key("bucket"), &rule.bucket)?;
 
@@ -372,6 +371,16 @@ fn check_rules(settings: &HttpSettings) -> Result<Vec<Rule>, ConfigError> {
         });
     }
     Ok(rules)
+}
+
+/// Parses a method name in any case, such as `post`.
+fn http_method(key: &str, name: &str) -> Result<Method, ConfigError> {
+    Method::from_bytes(name.to_ascii_uppercase().as_bytes()).map_err(|_| {
+        ConfigError::new(
+            key,
+            format!("{name:?} is not an HTTP method; use one such as \"GET\" or \"POST\""),
+        )
+    })
 }
 
 /// Checks a path below the base URL: it starts with `/`, and has no
@@ -427,13 +436,15 @@ fn check_endpoints(settings: &HttpSettings) -> Result<(), ConfigError> {
         (Some(_), None) => {
             return Err(ConfigError::new(
                 "account_pointer",
-                "missing; `account_endpoint` needs a JSON pointer to the account, such as \"/login\"",
+                "it is required with `account_endpoint`; add a JSON pointer to the account, \
+                 such as \"/login\"",
             ));
         }
         (None, Some(_)) => {
             return Err(ConfigError::new(
                 "account_endpoint",
-                "missing; `account_pointer` needs the path whose body it points into, such as \"/user\"",
+                "it is required with `account_pointer`; add the path whose body the pointer \
+                 reads, such as \"/user\"",
             ));
         }
         (None, None) => {}
@@ -627,6 +638,14 @@ mod tests {
         let mut settings = self::settings();
         settings.buckets = vec![BucketRule::new("/search", "")];
         assert_eq!(error_key(settings), "buckets[0].bucket");
+
+        let mut settings = self::settings();
+        settings.buckets = vec![BucketRule::new("/search?q=x", "search")];
+        assert_eq!(error_key(settings), "buckets[0].path_prefix");
+
+        let mut settings = self::settings();
+        settings.buckets = vec![BucketRule::new("/search", "search").method("")];
+        assert_eq!(error_key(settings), "buckets[0].method");
 
         let mut settings = self::settings();
         settings.default_bucket = String::new();
