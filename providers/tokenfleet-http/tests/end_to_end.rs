@@ -222,6 +222,30 @@ async fn throttle_without_headers_rotates() {
     );
 }
 
+/// Three throttles without headers on a single token with eleven
+/// concurrent callers: the callers share each cooldown, so the throttles
+/// come one cooldown apart (at least 60 s each) and no caller fails.
+#[tokio::test]
+async fn repeated_throttles_back_off() {
+    let clock = ManualClock::new(START_MS);
+    let simulator = simulator(base_settings(), &clock).await;
+    let tokens = tokens(&simulator, &["a"], Budget::new(50, HOUR));
+    let client = client(&simulator, tokens, &clock, WaitPolicy::UpTo(HOUR));
+    simulator.inject_throttles(3, None);
+
+    let callers: Vec<_> = (0..11).map(|_| client.get("/items")).collect();
+    let results = futures::future::join_all(callers).await;
+
+    for result in results {
+        let response = result.expect("every caller is served");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(simulator.injected_throttle_responses(), 3);
+    assert_eq!(simulator.total_requests(), 3 + 11);
+    let waited_ms = clock.now_ms() - START_MS;
+    assert!(waited_ms >= 3 * 60_000, "waited only {waited_ms} ms");
+}
+
 #[tokio::test]
 async fn retry_after_sets_the_wait() {
     let clock = ManualClock::new(START_MS);
