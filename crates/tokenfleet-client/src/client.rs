@@ -250,9 +250,13 @@ impl Client {
             contain(provider.kind(), "authorizing a request", || {
                 provider.authorize(&mut request_headers, lease.token())
             })?;
+            provider.authorize(&mut request_headers, lease.token());
+            // The authorized URL may carry the token, so only `url` is logged.
+            let mut request_url = url.clone();
+            provider.authorize_url(&mut request_url, lease.token());
             let mut request = self
                 .http
-                .request(method.clone(), url.clone())
+                .request(method.clone(), request_url)
                 .headers(request_headers);
             if let Some(body) = &body {
                 request = request.body(body.clone());

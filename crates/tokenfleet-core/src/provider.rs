@@ -116,6 +116,13 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// Puts the token and the provider's recommended headers on a request.
     fn authorize(&self, headers: &mut HeaderMap, token: &Token);
 
+    /// Puts the token into the URL of a request, for providers that take it
+    /// as a query parameter. Callers apply it to the URL they send only,
+    /// never to one they log or return. The default leaves the URL as it is.
+    fn authorize_url(&self, url: &mut Url, token: &Token) {
+        let _ = (url, token);
+    }
+
     /// Reads a response into a verdict.
     fn classify(&self, response: &ResponseView<'_>) -> Verdict;
 

@@ -2,5 +2,6 @@
 
 mod gitea;
 mod bitbucket;
+mod generic;
 mod github;
 mod gitlab;
