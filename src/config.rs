@@ -712,6 +712,9 @@ impl ProviderConfig {
             if let Some(label) = &entry.label {
                 token = token.with_label(label.clone());
             }
+            self.provider
+                .validate_token(&token)
+                .map_err(|message| fail(entry.line, key.clone(), message))?;
             tokens.push(token);
         }
         if let Some(var) = &self.tokens_env {
@@ -745,6 +748,11 @@ impl ProviderConfig {
                     key,
                     format!("environment variable {var} contains no token; set it to a comma-separated list of tokens"),
                 ));
+            }
+            for token in &listed {
+                self.provider
+                    .validate_token(token)
+                    .map_err(|message| fail(self.tokens_env_line, key.clone(), message))?;
             }
             tokens.extend(listed);
         }

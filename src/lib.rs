@@ -24,8 +24,17 @@ pub use tokenfleet_core::{
 #[cfg(feature = "github")]
 pub use tokenfleet_github as github;
 
+#[cfg(feature = "gitlab")]
+pub use tokenfleet_gitlab as gitlab;
+
+#[cfg(feature = "bitbucket")]
+pub use tokenfleet_bitbucket as bitbucket;
+
 #[cfg(feature = "gitea")]
 pub use tokenfleet_gitea as gitea;
+
+#[cfg(feature = "http")]
+pub use tokenfleet_http as http;
 #[cfg(feature = "priority")]
 pub use tokenfleet_priority::Priority;
 #[cfg(feature = "rate-aware")]

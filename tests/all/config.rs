@@ -32,6 +32,12 @@ fn enabled_strategies() -> Vec<&'static str> {
 /// Returns the provider `type` names this build enables through features.
 fn enabled_providers() -> Vec<&'static str> {
     let mut names = vec!["github"];
+    if cfg!(feature = "gitlab") {
+        names.push("gitlab");
+    }
+    if cfg!(feature = "bitbucket") {
+        names.push("bitbucket");
+    }
     if cfg!(feature = "gitea") {
         names.push("gitea");
     }

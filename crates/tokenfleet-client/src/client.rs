@@ -247,13 +247,12 @@ impl Client {
             attempts += 1;
 
             let mut request_headers = headers.clone();
-            contain(provider.kind(), "authorizing a request", || {
-                provider.authorize(&mut request_headers, lease.token())
-            })?;
-            provider.authorize(&mut request_headers, lease.token());
             // The authorized URL may carry the token, so only `url` is logged.
             let mut request_url = url.clone();
-            provider.authorize_url(&mut request_url, lease.token());
+            contain(provider.kind(), "authorizing a request", || {
+                provider.authorize(&mut request_headers, lease.token());
+                provider.authorize_url(&mut request_url, lease.token());
+            })?;
             let mut request = self
                 .http
                 .request(method.clone(), request_url)

@@ -36,13 +36,13 @@
 pub mod bitbucket;
 pub mod conformance;
 pub mod demo;
-pub mod gitea;
 pub mod generic;
+pub mod gitea;
 pub mod github;
 pub mod gitlab;
 
-pub use gitea::{GiteaSimulator, GiteaSimulatorBuilder};
 pub use bitbucket::BitbucketSimulator;
 pub use generic::{Budget, GenericSimulator, GenericSimulatorBuilder};
+pub use gitea::{GiteaSimulator, GiteaSimulatorBuilder};
 pub use github::{AccountLimits, BucketLimit, GithubSimulator, GithubSimulatorBuilder};
 pub use gitlab::{GitlabSimulator, GitlabSimulatorBuilder};

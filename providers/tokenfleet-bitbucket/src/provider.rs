@@ -39,6 +39,11 @@ impl Bitbucket {
     }
 }
 
+tokenfleet_core::register_plugin!(
+    provider "bitbucket",
+    "Bitbucket Cloud; no remaining or reset headers, so the budget is an estimate from its own counts"
+);
+
 #[typetag::serde(name = "bitbucket")]
 #[async_trait]
 impl Provider for Bitbucket {

@@ -19,6 +19,11 @@ use crate::GITLAB;
 /// The header of personal, project and group access tokens.
 pub(crate) static PRIVATE_TOKEN: HeaderName = HeaderName::from_static("private-token");
 
+tokenfleet_core::register_plugin!(
+    provider "gitlab",
+    "GitLab.com and self-managed GitLab, with RateLimit-* headers"
+);
+
 #[typetag::serde(name = "gitlab")]
 #[async_trait]
 impl Provider for Gitlab {

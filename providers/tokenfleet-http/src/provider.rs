@@ -13,6 +13,11 @@ use crate::classify::classify;
 use crate::config::{Auth, Http};
 use crate::{repos, HTTP};
 
+tokenfleet_core::register_plugin!(
+    provider "http",
+    "any HTTP API whose limit headers, reset format and statuses the config names"
+);
+
 #[typetag::serde(name = "http")]
 #[async_trait]
 impl Provider for Http {

@@ -1,7 +1,7 @@
 //! Integration tests of the provider simulators, run over loopback HTTP.
 
-mod gitea;
 mod bitbucket;
 mod generic;
+mod gitea;
 mod github;
 mod gitlab;
