@@ -303,13 +303,17 @@ fn pool_problem(name: &str, tokens: &[TokenSnapshot]) -> Option<String> {
     {
         return Some(format!("every {name} token was rejected as invalid"));
     }
-    // A valid token without any bucket has received no response yet.
-    if tokens
+    // Every valid token's status request failed: the provider is unreachable
+    // or is not the API the configuration names.
+    let valid: Vec<&TokenSnapshot> = tokens
         .iter()
-        .all(|t| t.status == tokenfleet::TokenStatus::Invalid || t.buckets.is_empty())
-    {
+        .filter(|t| t.status != tokenfleet::TokenStatus::Invalid)
+        .collect();
+    if !valid.is_empty() && valid.iter().all(|t| t.probe_error.is_some()) {
+        let reason = valid[0].probe_error.as_deref().unwrap_or_default();
         return Some(format!(
-            "no {name} token's limits could be read; check the provider's base_url and the network"
+            "no {name} token's limits could be read ({reason}); check the provider's \
+             base_url and the network"
         ));
     }
     None

@@ -125,6 +125,8 @@ struct TokenEntry {
     last_used_ms: u64,
     /// Where the secret comes from, for a token whose secret is fetched.
     source: Option<refresh::SourceSlot>,
+    /// Why the last status request failed, when it did.
+    probe_error: Option<String>,
 }
 
 /// One token as `acquire` considers it, copied out of the pool state.
@@ -178,6 +180,7 @@ impl PoolState {
             account_pending: false,
             last_used_ms: 0,
             source: None,
+            probe_error: None,
         });
     }
 

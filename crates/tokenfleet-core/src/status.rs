@@ -116,6 +116,9 @@ pub struct TokenSnapshot {
     pub status: TokenStatus,
     /// The reason the pool uses this token last, when there is one.
     pub degraded: Option<String>,
+    /// Why the last status request for this token failed, when it did
+    /// (the provider unreachable, an unexpected response).
+    pub probe_error: Option<String>,
     /// Every bucket the pool has seen for this token's account.
     pub buckets: Vec<BucketSnapshot>,
 }

@@ -154,6 +154,10 @@ fn apply_probe_result(inner: &Inner, token_index: usize, result: &Result<Probe, 
         return;
     };
     entry.probed = true;
+    entry.probe_error = match result {
+        Err(ProbeError::Failed(message)) => Some(message.clone()),
+        _ => None,
+    };
     let id = entry.token.id().clone();
     match result {
         Ok(probe) => {

@@ -20,6 +20,7 @@ impl TokenPool {
             reserve: u64,
             invalid: bool,
             degraded: Option<String>,
+            probe_error: Option<String>,
             unavailable: Option<TokenStatus>,
         }
         let now_ms = self.inner.clock.now_ms();
@@ -36,6 +37,7 @@ impl TokenPool {
                     reserve: e.token.reserve(),
                     invalid: e.invalid,
                     degraded: e.degraded.clone(),
+                    probe_error: e.probe_error.clone(),
                     unavailable: e.source.as_ref().and_then(|slot| {
                         let missing = matches!(
                             slot.state(now_ms),
@@ -101,6 +103,7 @@ impl TokenPool {
                     reserve: entry.reserve,
                     status,
                     degraded: entry.degraded,
+                    probe_error: entry.probe_error,
                     buckets: bucket_snapshots,
                 }
             })
