@@ -29,6 +29,8 @@ pub use tokenfleet_priority::Priority;
 pub use tokenfleet_rate_aware::RateAware;
 #[cfg(feature = "round-robin")]
 pub use tokenfleet_round_robin::RoundRobin;
+#[cfg(feature = "vault")]
+pub use tokenfleet_vault as vault;
 
 /// Returns the `type` names of every strategy linked into this program,
 /// including ones registered by crates outside this workspace.

@@ -11,6 +11,7 @@ use tokenfleet::Repository;
 use tokenfleet::{ClientError, Fleet, TokenSnapshot, WaitPolicy};
 
 mod output;
+mod vault;
 
 /// Spread API calls over a pool of tokens, with rate-limit tracking.
 #[derive(Debug, Parser)]
@@ -65,6 +66,11 @@ enum Command {
     Status {
         #[command(flatten)]
         source: Source,
+    },
+    /// Manage the encrypted credential vault.
+    Vault {
+        #[command(subcommand)]
+        command: vault::VaultCommand,
     },
 }
 
@@ -201,6 +207,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Repos { source, owners } => repos(&source, &owners).await,
         Command::Status { source } => status(&source).await,
+        Command::Vault { command } => vault::run(command),
     }
 }
 
