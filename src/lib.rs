@@ -9,6 +9,7 @@
 
 pub mod config;
 mod fleet;
+mod sources;
 
 pub use fleet::{Fleet, FleetBuilder, FleetError};
 

@@ -3,6 +3,7 @@
 
 mod concurrency;
 mod config;
+mod config_sources;
 mod enterprise;
 mod limits;
 mod pagination;
