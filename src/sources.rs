@@ -111,8 +111,13 @@ pub(crate) fn run_command(
     };
 
     // A child of the program may keep the pipes open after it exits, so
-    // the output is collected only until the deadline.
-    let remaining = || deadline.saturating_duration_since(Instant::now());
+    // the output is collected only until the deadline, or for one second
+    // when the program exited just before it.
+    let remaining = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1))
+    };
     let stderr = stderr_receiver
         .recv_timeout(remaining())
         .unwrap_or_default();

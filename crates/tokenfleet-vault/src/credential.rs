@@ -194,7 +194,34 @@ pub(crate) fn check_identifier(field: &'static str, value: &str) -> Result<(), V
             reason: "use 1 to 64 letters, digits, `-`, `_` or `.`, starting with a letter or digit",
         });
     }
+    if looks_like_token(value) {
+        // The value is left out of the error because it is probably a secret.
+        return Err(VaultError::InvalidField {
+            field,
+            value: "[redacted]".to_owned(),
+            reason: "this looks like a token; give the secret at the prompt or on \
+                     standard input, and a short name here",
+        });
+    }
     Ok(())
+}
+
+/// Recognizes a secret pasted in place of a name: a known token prefix
+/// (GitHub's `ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_`, `github_pat_`, GitLab's
+/// `glpat-`), or 32 characters or more without `-` or `_`, as in GitHub's
+/// older 40-character hex tokens.
+fn looks_like_token(value: &str) -> bool {
+    const PREFIXES: [&str; 7] = [
+        "ghp_",
+        "gho_",
+        "ghu_",
+        "ghs_",
+        "ghr_",
+        "github_pat_",
+        "glpat-",
+    ];
+    PREFIXES.iter().any(|prefix| value.starts_with(prefix))
+        || (value.len() >= 32 && !value.contains(['-', '_']))
 }
 
 fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), VaultError> {
@@ -266,12 +293,13 @@ mod tests {
 
     #[test]
     fn new_rejects_bad_names() {
-        for name in ["", "-x", "a b", "a/b", "ä", &"x".repeat(65)] {
+        for name in ["", "-x", "a b", "a/b", "ä", &"x".repeat(65), CANARY] {
             let error = Credential::new(name, "github", CANARY.to_owned().into()).unwrap_err();
             assert!(
                 matches!(error, VaultError::InvalidField { field: "name", .. }),
                 "{name:?}: {error}"
             );
+            assert!(!error.to_string().contains("CANARY"), "{error}");
         }
     }
 

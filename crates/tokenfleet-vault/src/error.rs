@@ -35,6 +35,9 @@ pub enum VaultError {
         mode: u32,
     },
     /// The passphrase does not decrypt the file.
+    ///
+    /// NOTE: age cannot tell this apart from a modified scrypt stanza in the
+    /// header, which also fails to decrypt.
     #[error("wrong passphrase for vault file {path}")]
     WrongPassphrase {
         /// The vault file.

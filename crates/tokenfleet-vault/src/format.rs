@@ -145,21 +145,38 @@ pub(crate) fn decode(path: &Path, text: &str) -> Result<Vec<Credential>, VaultEr
     Ok(credentials)
 }
 
-/// Replaces the text inside double quotes with `...`. serde quotes the
-/// offending value in messages such as `invalid type: string "...",
-/// expected u32`, and that value may be a secret.
+/// The keys of the plaintext format, the only words kept in backquotes.
+const KNOWN_KEYS: [&str; 9] = [
+    "version",
+    "credentials",
+    "name",
+    "provider",
+    "secret",
+    "account",
+    "priority",
+    "note",
+    "created",
+];
+
+/// Replaces quoted values in a parser message with `...`. serde quotes the
+/// offending value, as in `invalid type: string "...", expected u32`, or a
+/// key in backquotes, as in ``unknown field `...` ``, and a secret written
+/// in the wrong place would show there. Backquoted keys of the format stay.
 fn remove_quoted(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
-    let mut quoted = false;
+    let mut quote: Option<(char, String)> = None;
     for ch in message.trim().trim_end_matches('.').chars() {
-        if ch == '"' {
-            if !quoted {
-                out.push_str("\"...");
+        match &mut quote {
+            Some((open, text)) if ch == *open => {
+                let kept = ch == '`' && KNOWN_KEYS.contains(&text.as_str());
+                out.push(ch);
+                out.push_str(if kept { text } else { "..." });
+                out.push(ch);
+                quote = None;
             }
-            out.push('"');
-            quoted = !quoted;
-        } else if !quoted {
-            out.push(if ch == '\n' { ' ' } else { ch });
+            Some((_, text)) => text.push(ch),
+            None if ch == '"' || ch == '`' => quote = Some((ch, String::new())),
+            None => out.push(if ch == '\n' { ' ' } else { ch }),
         }
     }
     out
@@ -315,6 +332,7 @@ mod tests {
             format!("version = 1\n[[credentials]]\nname = \"a b\"\nprovider = \"github\"\nsecret = \"{CANARY}\"\n"),
             format!("version = 2\n[[credentials]]\nname = \"a\"\nprovider = \"github\"\nsecret = \"{CANARY}\"\n"),
             format!("version = 1\nsecret = {CANARY}\n"),
+            format!("version = 1\n{CANARY} = 1\n"),
             format!("version = 1\n[[credentials]]\nname = \"a\"\nprovider = \"github\"\nsecret = \"{CANARY} x\"\n"),
         ];
         for text in cases {
@@ -338,6 +356,14 @@ mod tests {
             error.to_string().contains("a second entry is named \"a\""),
             "{error}"
         );
+    }
+
+    #[test]
+    fn decode_keeps_known_keys() {
+        let error = decode_text("version = 1\nsecrets = 1\n").unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("unknown field `...`"), "{message}");
+        assert!(message.contains("`credentials`"), "{message}");
     }
 
     #[test]

@@ -145,6 +145,10 @@ impl Vault {
     /// writers wait meanwhile, so a change made and saved through this
     /// vault cannot conflict with theirs.
     ///
+    /// The lock is per open file, so a second `open_locked` or a `save` of
+    /// another [`Vault`] of the same file in the same process waits until
+    /// this vault is dropped, and forever in the same thread.
+    ///
     /// # Errors
     ///
     /// As [`open`](Self::open), and [`VaultError::Io`] when the lock file
