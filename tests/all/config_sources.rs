@@ -265,6 +265,16 @@ fn vault_table_rejects_unknown_key() {
     assert!(error.message.contains("`passphrase_env`"), "{error}");
 }
 
+#[cfg(not(feature = "vault"))]
+#[test]
+fn vault_source_needs_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "{ vault = \"work-bot\" }", "");
+    let error = config::load(&path).unwrap_err();
+    assert_eq!(error.key, "providers[0].tokens[0].vault", "{error}");
+    assert!(error.message.contains("`vault` feature"), "{error}");
+}
+
 #[cfg(feature = "vault")]
 mod vault {
     use super::*;

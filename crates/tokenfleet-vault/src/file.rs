@@ -42,6 +42,17 @@ pub(crate) fn read_private(path: &Path) -> Result<Vec<u8>, VaultError> {
     })
 }
 
+/// Returns the target of a symbolic link, so that saves replace the target
+/// and lock beside it instead of replacing the link with a regular file.
+/// Any other path, and a link that cannot be resolved, is returned as is.
+pub(crate) fn follow_symlink(path: &Path) -> PathBuf {
+    let is_link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        return path.to_owned();
+    }
+    fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
+}
+
 /// Reads the current bytes of a vault file, or `None` when it is missing.
 pub(crate) fn read_current(path: &Path) -> Result<Option<Vec<u8>>, VaultError> {
     match fs::read(path) {

@@ -41,6 +41,13 @@
 //! - No error message, log line or `Debug` output contains a secret or
 //!   the passphrase.
 //!
+//! # Testing hook
+//!
+//! With `TOKENFLEET_VAULT_TEST_PAUSE=before-rename` (or `after-rename`) in
+//! the environment, a save prints `paused before-rename` to standard error
+//! and sleeps for a minute at that point, so that a test can kill the
+//! process there and check that the file survives.
+//!
 //! # Limitations
 //!
 //! - Unix only: permissions and locking use Unix modes and `flock`.

@@ -137,7 +137,7 @@ impl Vault {
     /// [`VaultError::NotVault`], [`VaultError::ExcessiveWork`] or
     /// [`VaultError::InvalidPlaintext`]. None of them changes the file.
     pub fn open(path: impl AsRef<Path>, passphrase: SecretString) -> Result<Self, VaultError> {
-        Self::open_inner(path.as_ref(), passphrase, None)
+        Self::open_inner(&file::follow_symlink(path.as_ref()), passphrase, None)
     }
 
     /// Opens the vault like [`open`](Self::open), after taking the
@@ -157,7 +157,7 @@ impl Vault {
         path: impl AsRef<Path>,
         passphrase: SecretString,
     ) -> Result<Self, VaultError> {
-        let path = path.as_ref();
+        let path = &file::follow_symlink(path.as_ref());
         // Report a missing file before creating a lock file beside it.
         if !path.exists() {
             return Err(VaultError::NotFound {

@@ -162,6 +162,26 @@ fn names_stay_unique() {
 }
 
 #[test]
+fn save_through_symlink_keeps_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = vault_with_canary(dir.path());
+    let link = dir.path().join("link.age");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+
+    let mut vault = Vault::open_locked(&link, passphrase(PASSPHRASE)).unwrap();
+    vault.add(credential("through-link", OTHER_SECRET)).unwrap();
+    vault.save().unwrap();
+    drop(vault);
+
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let vault = Vault::open(&target, passphrase(PASSPHRASE)).unwrap();
+    assert!(vault.get("through-link").is_some());
+}
+
+#[test]
 fn create_rejects_existing_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = vault_with_canary(dir.path());
