@@ -8,12 +8,16 @@
 //! the parsed document's spans.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::value::MapDeserializer;
 use tokenfleet_core::{Provider, RotationStrategy, Token, WaitPolicy};
 use toml::Value;
+
+use crate::sources::{self, VaultSettings};
 
 /// The parsed configuration, before tokens are read from their sources.
 #[derive(Debug)]
@@ -42,6 +46,8 @@ pub struct ProviderConfig {
     pub(crate) index: usize,
     /// Whether the table sets `name`, so a duplicate points at that key.
     pub(crate) named: bool,
+    /// The `[vault]` table, shared by every provider.
+    pub(crate) vault: Arc<VaultSettings>,
     /// The line of `tokens_env`, for errors found when it is read.
     pub(crate) tokens_env_line: Option<usize>,
 }
@@ -52,6 +58,19 @@ pub enum TokenSource {
     Env(String),
     /// A literal secret written in the file.
     Value(SecretString),
+    /// A file that contains only the token, accessible by its owner alone.
+    File(PathBuf),
+    /// A program run without a shell, whose standard output is the token.
+    Command {
+        /// The program, looked up in `PATH` unless it contains a `/`.
+        program: String,
+        /// The arguments.
+        args: Vec<String>,
+        /// The time the program may run before it is killed.
+        timeout: Duration,
+    },
+    /// An entry of the encrypted vault named in the `[vault]` table.
+    Vault(String),
 }
 
 impl fmt::Debug for TokenSource {
@@ -59,6 +78,19 @@ impl fmt::Debug for TokenSource {
         match self {
             Self::Env(name) => f.debug_tuple("Env").field(name).finish(),
             Self::Value(_) => f.write_str("Value(..)"),
+            Self::File(path) => f.debug_tuple("File").field(path).finish(),
+            // Arguments are left out in case one of them is a secret.
+            Self::Command {
+                program,
+                args,
+                timeout,
+            } => f
+                .debug_struct("Command")
+                .field("program", program)
+                .field("args", &args.len())
+                .field("timeout", timeout)
+                .finish(),
+            Self::Vault(name) => f.debug_tuple("Vault").field(name).finish(),
         }
     }
 }
@@ -80,6 +112,8 @@ pub struct TokenConfig {
     pub label: Option<String>,
     /// The line of the entry's source key, for errors found when it is read.
     pub(crate) line: Option<usize>,
+    /// Whether the entry sets `priority`, which then overrides a vault entry's.
+    pub(crate) priority_set: bool,
 }
 
 /// A configuration error, with its place in the file.
@@ -133,11 +167,15 @@ fn render(path: &[Segment]) -> String {
     out
 }
 
-const TOP_KEYS: [&str; 3] = ["strategy", "providers", "wait"];
+const TOP_KEYS: [&str; 4] = ["strategy", "providers", "wait", "vault"];
 const PROVIDER_KEYS: [&str; 3] = ["name", "tokens", "tokens_env"];
-const TOKEN_KEYS: [&str; 7] = [
-    "env", "value", "priority", "weight", "account", "reserve", "label",
+const TOKEN_KEYS: [&str; 11] = [
+    "env", "value", "file", "command", "vault", "timeout", "priority", "weight", "account",
+    "reserve", "label",
 ];
+/// The keys that name a token's source; an entry has exactly one.
+const SOURCE_KEYS: [&str; 5] = ["env", "value", "file", "command", "vault"];
+const VAULT_KEYS: [&str; 2] = ["path", "passphrase_env"];
 const WAIT_KEYS: [&str; 1] = ["max"];
 
 /// Parses a configuration file.
@@ -154,15 +192,21 @@ pub fn load(path: &Path) -> Result<FleetConfig, ConfigError> {
         key: String::new(),
         message: format!("cannot read the config file: {error}"),
     })?;
-    parse(&text, &file)
+    parse_in(&text, &file, path.parent())
 }
 
-/// Parses configuration text; `origin` names it in errors.
+/// Parses configuration text; `origin` names it in errors. Relative paths
+/// in the text are resolved against the current directory.
 ///
 /// # Errors
 ///
 /// Returns a [`ConfigError`] naming the line and key of the first problem.
 pub fn parse(text: &str, origin: &str) -> Result<FleetConfig, ConfigError> {
+    parse_in(text, origin, None)
+}
+
+/// Parses configuration text, resolving relative paths against `base`.
+fn parse_in(text: &str, origin: &str, base: Option<&Path>) -> Result<FleetConfig, ConfigError> {
     let document = toml_edit::ImDocument::parse(text).map_err(|error| ConfigError {
         file: origin.to_owned(),
         line: error.span().map(|span| line_of(text, span.start)),
@@ -179,6 +223,7 @@ pub fn parse(text: &str, origin: &str) -> Result<FleetConfig, ConfigError> {
         text,
         origin,
         document: &document,
+        base: base.filter(|dir| !dir.as_os_str().is_empty()),
     };
     parser.config(root)
 }
@@ -187,6 +232,8 @@ struct Parser<'a> {
     text: &'a str,
     origin: &'a str,
     document: &'a toml_edit::ImDocument<&'a str>,
+    /// The config file's directory, for relative paths.
+    base: Option<&'a Path>,
 }
 
 impl Parser<'_> {
@@ -225,7 +272,18 @@ impl Parser<'_> {
             }
         };
 
-        let providers = match root.get("providers") {
+        let vault = Arc::new(match root.get("vault") {
+            None => VaultSettings::default(),
+            Some(Value::Table(table)) => self.vault(table)?,
+            Some(_) => {
+                return Err(self.error(
+                    &[Segment::Key("vault".into())],
+                    "expected a table such as `[vault]` with `path = \"vault.age\"`",
+                ))
+            }
+        });
+
+        let mut providers = match root.get("providers") {
             None => Vec::new(),
             Some(Value::Array(entries)) => entries
                 .iter()
@@ -258,6 +316,9 @@ impl Parser<'_> {
                 ));
             }
             names.push(&provider.name);
+        }
+        for provider in &mut providers {
+            provider.vault = Arc::clone(&vault);
         }
 
         let wait = match root.get("wait") {
@@ -510,6 +571,7 @@ impl Parser<'_> {
             tokens_env,
             index,
             tokens_env_line: self.line(&child(&path, "tokens_env")),
+            vault: Arc::default(),
         })
     }
 
@@ -522,47 +584,217 @@ impl Parser<'_> {
         };
         self.reject_unknown(table, path, &TOKEN_KEYS, "token key")?;
 
-        let source = match (table.get("env"), table.get("value")) {
-            (Some(_), Some(_)) => {
-                return Err(self.error(path, "give either `env` or `value`, not both"))
-            }
-            (None, None) => {
+        let present: Vec<&str> = SOURCE_KEYS
+            .into_iter()
+            .filter(|key| table.contains_key(*key))
+            .collect();
+        let source_key = match present.as_slice() {
+            [key] => *key,
+            [] => {
                 return Err(self.error(
                     path,
-                    "missing the secret's source: add `env = \"VARIABLE\"` (recommended) or `value = \"...\"`",
+                    "missing the secret's source: add `env = \"VARIABLE\"` (recommended), \
+                     `file = \"PATH\"`, `command = [\"PROGRAM\", \"ARG\"]`, `vault = \"NAME\"` \
+                     or `value = \"...\"`",
                 ))
             }
-            (Some(Value::String(var)), None) if looks_like_token(var) => {
-                return Err(self.error(&child(path, "env"), TOKEN_AS_ENV_NAME))
-            }
-            (Some(Value::String(var)), None) if is_env_name(var) => TokenSource::Env(var.clone()),
-            (Some(_), None) => {
+            [first, second] => {
                 return Err(self.error(
-                    &child(path, "env"),
-                    "expected the name of an environment variable such as \"GITHUB_TOKEN\"",
+                    path,
+                    format!("give either `{first}` or `{second}`, not both"),
                 ))
             }
-            (None, Some(Value::String(secret))) if !secret.trim().is_empty() => {
-                TokenSource::Value(SecretString::from(secret.clone()))
-            }
-            (None, Some(_)) => {
-                return Err(self.error(&child(path, "value"), "expected a non-empty string"))
-            }
+            _ => return Err(self.error(path, format!("give only one of {}", quote_list(&present)))),
         };
+        if table.contains_key("timeout") && source_key != "command" {
+            return Err(self.error(
+                &child(path, "timeout"),
+                "`timeout` applies only to a `command` source; remove it",
+            ));
+        }
+        let source = self.token_source(path, table, source_key)?;
 
-        let source_key = match source {
-            TokenSource::Env(_) => "env",
-            TokenSource::Value(_) => "value",
-        };
         Ok(TokenConfig {
             line: self.line(&child(path, source_key)),
             source,
             priority: self.small_integer(table, path, "priority", 0)? as u32,
+            priority_set: table.contains_key("priority"),
             weight: self.small_integer(table, path, "weight", 1)? as u32,
             reserve: self.integer(table, path, "reserve", 0)?,
             account: self.optional_string(table, path, "account")?,
             label: self.optional_string(table, path, "label")?,
         })
+    }
+
+    /// Reads the one source key of a token entry.
+    fn token_source(
+        &self,
+        path: &[Segment],
+        table: &toml::Table,
+        key: &str,
+    ) -> Result<TokenSource, ConfigError> {
+        let at = child(path, key);
+        let value = &table[key];
+        match (key, value) {
+            ("env", Value::String(var)) if looks_like_token(var) => {
+                Err(self.error(&at, TOKEN_AS_ENV_NAME))
+            }
+            ("env", Value::String(var)) if is_env_name(var) => Ok(TokenSource::Env(var.clone())),
+            ("env", _) => Err(self.error(
+                &at,
+                "expected the name of an environment variable such as \"GITHUB_TOKEN\"",
+            )),
+            ("value", Value::String(secret)) if !secret.trim().is_empty() => {
+                Ok(TokenSource::Value(SecretString::from(secret.clone())))
+            }
+            ("value", _) => Err(self.error(&at, "expected a non-empty string")),
+            ("file", Value::String(file)) if looks_like_token(file) => Err(self.error(
+                &at,
+                "this looks like a token, not a path; write the token into a file and put \
+                 the file's path here",
+            )),
+            ("file", Value::String(file)) if !file.trim().is_empty() => {
+                Ok(TokenSource::File(self.resolve_path(file)))
+            }
+            ("file", _) => Err(self.error(
+                &at,
+                "expected the path of a file that contains the token, such as \"github.token\"",
+            )),
+            ("command", Value::Array(items)) => self.command_source(path, table, items),
+            ("command", _) => Err(self.error(
+                &at,
+                "expected an array such as `command = [\"pass\", \"show\", \"github/bot\"]`; \
+                 the program runs without a shell, so give it and each argument as separate strings",
+            )),
+            ("vault", Value::String(name)) if looks_like_token(name) => Err(self.error(
+                &at,
+                "this looks like a token, not a vault entry name; add the token with \
+                 `tokenfleet vault add NAME` and write the NAME here",
+            )),
+            ("vault", Value::String(name)) if !name.trim().is_empty() => {
+                if cfg!(feature = "vault") {
+                    Ok(TokenSource::Vault(name.clone()))
+                } else {
+                    Err(self.error(
+                        &at,
+                        "the `vault` source needs the `vault` feature of tokenfleet; enable it, \
+                         or use `env`, `file` or `command`",
+                    ))
+                }
+            }
+            _ => Err(self.error(
+                &at,
+                "expected the name of a vault entry such as \"work-bot\"",
+            )),
+        }
+    }
+
+    fn command_source(
+        &self,
+        path: &[Segment],
+        table: &toml::Table,
+        items: &[Value],
+    ) -> Result<TokenSource, ConfigError> {
+        let mut words = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            match item {
+                Value::String(word) if index > 0 || !word.trim().is_empty() => {
+                    words.push(word.clone())
+                }
+                _ => {
+                    let mut at = child(path, "command");
+                    at.push(Segment::Index(index));
+                    return Err(self.error(
+                        &at,
+                        "expected a string; the first one names the program, such as \"pass\"",
+                    ));
+                }
+            }
+        }
+        if words.is_empty() {
+            return Err(self.error(
+                &child(path, "command"),
+                "the command is empty; name the program and its arguments, such as \
+                 `[\"pass\", \"show\", \"github/bot\"]`",
+            ));
+        }
+
+        let timeout = match table.get("timeout") {
+            None => sources::DEFAULT_COMMAND_TIMEOUT,
+            Some(Value::String(text)) => match humantime::parse_duration(text.trim()) {
+                Ok(duration) if !duration.is_zero() => duration,
+                Ok(_) => {
+                    return Err(self.error(
+                        &child(path, "timeout"),
+                        "the timeout must be longer than zero, such as \"30s\"",
+                    ))
+                }
+                Err(error) => {
+                    return Err(self.error(
+                        &child(path, "timeout"),
+                        format!(
+                            "invalid duration {text:?} ({error}); write it like \"10s\" or \"1m\""
+                        ),
+                    ))
+                }
+            },
+            Some(other) => {
+                return Err(self.error(
+                    &child(path, "timeout"),
+                    format!(
+                        "expected a duration string such as \"30s\", found {}",
+                        describe(other)
+                    ),
+                ))
+            }
+        };
+        let program = words.remove(0);
+        Ok(TokenSource::Command {
+            program,
+            args: words,
+            timeout,
+        })
+    }
+
+    /// Resolves a path from the file against the config file's directory.
+    fn resolve_path(&self, text: &str) -> PathBuf {
+        let path = PathBuf::from(text);
+        match self.base {
+            Some(base) if path.is_relative() => base.join(path),
+            _ => path,
+        }
+    }
+
+    fn vault(&self, table: &toml::Table) -> Result<VaultSettings, ConfigError> {
+        let path = [Segment::Key("vault".into())];
+        self.reject_unknown(table, &path, &VAULT_KEYS, "vault key")?;
+        let file = match table.get("path") {
+            None => None,
+            Some(Value::String(file)) if !file.trim().is_empty() => Some(self.resolve_path(file)),
+            Some(other) => {
+                return Err(self.error(
+                    &child(&path, "path"),
+                    format!(
+                        "expected the path of the vault file such as \"vault.age\", found {}",
+                        describe(other)
+                    ),
+                ))
+            }
+        };
+        let passphrase_env = match table.get("passphrase_env") {
+            None => None,
+            Some(Value::String(var)) if is_env_name(var) && !looks_like_token(var) => {
+                Some(var.clone())
+            }
+            Some(_) => {
+                return Err(self.error(
+                    &child(&path, "passphrase_env"),
+                    "expected the name of the environment variable that contains the \
+                     passphrase, such as \"TOKENFLEET_VAULT_PASSPHRASE\"",
+                ))
+            }
+        };
+        Ok(VaultSettings::new(file, passphrase_env))
     }
 
     fn integer(
@@ -667,6 +899,9 @@ impl ProviderConfig {
         let mut tokens = Vec::new();
         for (position, entry) in self.tokens.iter().enumerate() {
             let key = format!("{prefix}.tokens[{position}]");
+            // A vault entry's account and priority apply unless the config sets them.
+            let mut account = entry.account.clone();
+            let mut priority = entry.priority;
             let secret = match &entry.source {
                 TokenSource::Env(var) => match std::env::var(var) {
                     Ok(value) if !value.trim().is_empty() => value,
@@ -701,13 +936,31 @@ impl ProviderConfig {
                     );
                     secret.expose_secret().to_owned()
                 }
+                TokenSource::File(path) => sources::read_file(path)
+                    .map_err(|message| fail(entry.line, format!("{key}.file"), message))?,
+                TokenSource::Command {
+                    program,
+                    args,
+                    timeout,
+                } => sources::run_command(program, args, *timeout)
+                    .map_err(|message| fail(entry.line, format!("{key}.command"), message))?,
+                TokenSource::Vault(name) => {
+                    let found = self.vault.entry(name, self.provider.kind());
+                    let found =
+                        found.map_err(|message| fail(entry.line, format!("{key}.vault"), message))?;
+                    account = account.or(found.account);
+                    if !entry.priority_set {
+                        priority = found.priority;
+                    }
+                    found.secret
+                }
             };
             let mut token = Token::new(secret)
-                .with_priority(entry.priority)
+                .with_priority(priority)
                 .with_weight(entry.weight)
                 .with_reserve(entry.reserve);
-            if let Some(account) = &entry.account {
-                token = token.with_account(account.clone());
+            if let Some(account) = account {
+                token = token.with_account(account);
             }
             if let Some(label) = &entry.label {
                 token = token.with_label(label.clone());
@@ -820,7 +1073,7 @@ fn looks_like_token(name: &str) -> bool {
 }
 
 /// Replaces every word of `text` that looks like a token with `[redacted]`.
-fn redact_tokens(text: &str) -> String {
+pub(crate) fn redact_tokens(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut word = String::new();
     let flush = |word: &mut String, out: &mut String| {

@@ -9,6 +9,7 @@
 
 pub mod config;
 mod fleet;
+mod sources;
 
 pub use fleet::{Fleet, FleetBuilder, FleetError};
 
@@ -41,6 +42,8 @@ pub use tokenfleet_priority::Priority;
 pub use tokenfleet_rate_aware::RateAware;
 #[cfg(feature = "round-robin")]
 pub use tokenfleet_round_robin::RoundRobin;
+#[cfg(feature = "vault")]
+pub use tokenfleet_vault as vault;
 
 /// Returns the `type` names of every strategy linked into this program,
 /// including ones registered by crates outside this workspace.

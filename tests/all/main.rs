@@ -4,6 +4,7 @@
 mod app;
 mod concurrency;
 mod config;
+mod config_sources;
 mod enterprise;
 mod limits;
 mod pagination;

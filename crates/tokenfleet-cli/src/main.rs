@@ -11,6 +11,7 @@ use tokenfleet::Repository;
 use tokenfleet::{ClientError, Fleet, TokenSnapshot, WaitPolicy};
 
 mod output;
+mod vault;
 
 /// Spread API calls over a pool of tokens, with rate-limit tracking.
 #[derive(Debug, Parser)]
@@ -71,6 +72,11 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+    },
+    /// Manage the encrypted credential vault.
+    Vault {
+        #[command(subcommand)]
+        command: vault::VaultCommand,
     },
 }
 
@@ -215,6 +221,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Vault { command } => vault::run(command),
     }
 }
 
