@@ -7,6 +7,9 @@ mod config;
 mod config_sources;
 mod enterprise;
 mod limits;
+// Needs every forge provider; `cargo test --workspace` enables them all.
+#[cfg(all(feature = "gitlab", feature = "bitbucket", feature = "gitea"))]
+mod multi;
 mod pagination;
 mod plugins;
 mod redirects;

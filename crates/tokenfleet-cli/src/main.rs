@@ -39,7 +39,7 @@ struct Source {
     /// or GITHUB_TOKEN is used against api.github.com.
     #[arg(long, value_name = "FILE", conflicts_with = "simulate")]
     config: Option<PathBuf>,
-    /// Run against the built-in GitHub simulator on 127.0.0.1 with demo tokens.
+    /// Run against built-in simulators of GitHub, GitLab, Bitbucket and Gitea on 127.0.0.1, with demo tokens.
     #[arg(long)]
     simulate: bool,
     /// Output format.
@@ -104,7 +104,7 @@ async fn main() -> ExitCode {
 /// A fleet and, in simulation, the simulator that must outlive it.
 struct Session {
     fleet: Fleet,
-    _simulator: Option<tokenfleet_testkit::GithubSimulator>,
+    _simulators: Option<tokenfleet_testkit::demo::ForgeDemo>,
 }
 
 impl Session {
@@ -150,27 +150,31 @@ fn quote_names(names: &[&str]) -> String {
 
 async fn open(source: &Source, owners: &[String]) -> Result<Session, String> {
     if source.simulate {
-        let demo = tokenfleet_testkit::demo::GithubDemo::start(owners).await;
-        let base_url = url::Url::parse(&demo.base_url()).map_err(|e| e.to_string())?;
-        let tokens: Vec<tokenfleet::Token> =
-            demo.secrets().iter().map(tokenfleet::Token::new).collect();
-        let count = tokens.len();
-        let fleet = Fleet::builder()
-            .provider(
-                Arc::new(tokenfleet::github::Github::with_base_url(base_url)),
-                tokens,
-            )
-            .wait(WaitPolicy::UpTo(Duration::from_secs(120)))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let demo = tokenfleet_testkit::demo::ForgeDemo::start(owners).await;
+        let mut builder = Fleet::builder().wait(WaitPolicy::UpTo(Duration::from_secs(120)));
+        for provider in demo.providers() {
+            let table = provider.provider_toml();
+            let plugin: Box<dyn tokenfleet::Provider> =
+                toml::from_str(&table).map_err(|e| e.to_string())?;
+            let tokens = provider
+                .secrets
+                .iter()
+                .map(tokenfleet::Token::new)
+                .collect();
+            builder = builder.named_provider(provider.kind, Arc::from(plugin), tokens);
+        }
+        let fleet = builder.build().map_err(|e| e.to_string())?;
         eprintln!(
-            "running on the GitHub simulator at {} with {} demo tokens",
-            demo.simulator.uri(),
-            count
+            "running on simulators on 127.0.0.1 with demo tokens: {}",
+            demo.providers()
+                .iter()
+                .map(|p| format!("{} at {}", p.kind, p.base_url))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         return Ok(Session {
             fleet,
-            _simulator: Some(demo.simulator),
+            _simulators: Some(demo),
         });
     }
 
@@ -188,7 +192,7 @@ async fn open(source: &Source, owners: &[String]) -> Result<Session, String> {
     };
     Ok(Session {
         fleet,
-        _simulator: None,
+        _simulators: None,
     })
 }
 

@@ -86,37 +86,56 @@ fn limit_text(token: &TokenSnapshot, bucket: &str) -> String {
     }
 }
 
-/// Prints token statuses as an aligned table.
+/// Returns the bucket a token's row shows: GitHub's `core`, else the `api`
+/// bucket of GitLab, Bitbucket and Gitea, else the first one seen.
+fn main_bucket(token: &TokenSnapshot) -> Option<&str> {
+    ["core", "api"]
+        .into_iter()
+        .find(|name| token.bucket(name).is_some())
+        .or_else(|| token.buckets.first().map(|b| b.bucket.as_str()))
+}
+
+/// Prints token statuses as an aligned table, one row per token with its
+/// main bucket; `--format json` lists every bucket.
 pub(crate) fn print_status_table(rows: &[(String, TokenSnapshot)]) {
     let provider_width = column_width("PROVIDER", rows.iter().map(|(p, _)| p.as_str()));
     let token_width = column_width("TOKEN", rows.iter().map(|(_, t)| t.id.as_str()));
     let account_width = column_width("ACCOUNT", rows.iter().map(|(_, t)| t.account.as_str()));
+    let bucket_width = column_width(
+        "BUCKET",
+        rows.iter().map(|(_, t)| main_bucket(t).unwrap_or("-")),
+    );
     out!(
-        "{:<provider_width$}  {:<token_width$}  {:<account_width$}  {:>11}  {:>9}  {:<29}  STATUS",
+        "{:<provider_width$}  {:<token_width$}  {:<account_width$}  {:<bucket_width$}  {:>11}  {:<29}  STATUS",
         "PROVIDER",
         "TOKEN",
         "ACCOUNT",
-        "CORE",
-        "SEARCH",
-        "CORE RESETS"
+        "BUCKET",
+        "BUDGET",
+        "RESETS"
     );
     for (provider, token) in rows {
-        let reset = token
-            .bucket("core")
+        let bucket = main_bucket(token);
+        let reset = bucket
+            .and_then(|name| token.bucket(name))
             .and_then(|b| b.reset_ms)
             .map(format_epoch_ms)
             .unwrap_or_else(|| "-".to_owned());
+        let budget = match bucket {
+            Some(name) => limit_text(token, name),
+            None => "unknown".to_owned(),
+        };
         let mut status = token.status.to_string();
         if let Some(reason) = &token.degraded {
             status.push_str(&format!(" (degraded: {reason})"));
         }
         out!(
-            "{:<provider_width$}  {:<token_width$}  {:<account_width$}  {:>11}  {:>9}  {:<29}  {}",
+            "{:<provider_width$}  {:<token_width$}  {:<account_width$}  {:<bucket_width$}  {:>11}  {:<29}  {}",
             provider,
             token.id.as_str(),
             token.account,
-            limit_text(token, "core"),
-            limit_text(token, "search"),
+            bucket.unwrap_or("-"),
+            budget,
             reset,
             status
         );

@@ -583,3 +583,127 @@ async fn plugins_lists_types_with_descriptions() {
     assert!(text.starts_with("KIND"), "{text}");
     assert!(text.contains("rate_aware"), "{text}");
 }
+
+/// Writes a config naming all four providers of `demo`, each token read
+/// from a variable `DEMO_<PROVIDER>_<N>`, and returns it with those variables.
+fn four_provider_config(
+    demo: &tokenfleet_testkit::demo::ForgeDemo,
+) -> (tempfile::TempDir, Vec<(String, String)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    let mut vars = Vec::new();
+    for provider in demo.providers() {
+        text.push_str("[[providers]]\n");
+        text.push_str(&provider.provider_toml());
+        text.push_str("tokens = [\n");
+        for (n, secret) in provider.secrets.iter().enumerate() {
+            let var = format!("DEMO_{}_{n}", provider.kind.to_uppercase());
+            text.push_str(&format!("  {{ env = \"{var}\" }},\n"));
+            vars.push((var, secret.clone()));
+        }
+        text.push_str("]\n\n");
+    }
+    std::fs::write(config_path(&dir), text).unwrap();
+    (dir, vars)
+}
+
+#[tokio::test]
+async fn four_providers_list_and_show_status() {
+    let demo = tokenfleet_testkit::demo::ForgeDemo::start(&["multi-owner".to_owned()]).await;
+    let (dir, vars) = four_provider_config(&demo);
+    let config = config_path(&dir);
+    let expected = [
+        (
+            "github",
+            demo.github.simulator.repository_names("multi-owner").len(),
+        ),
+        ("gitlab", demo.gitlab.repository_names("multi-owner").len()),
+        (
+            "bitbucket",
+            demo.bitbucket.repository_names("multi-owner").len(),
+        ),
+        ("gitea", demo.gitea.repository_names("multi-owner").len()),
+    ];
+
+    for (provider, count) in expected {
+        assert!(count > 0, "{provider} has no demo repositories");
+        let mut command = tokenfleet(&[
+            "repos",
+            "--config",
+            path_arg(&config),
+            "--provider",
+            provider,
+            "--format",
+            "json",
+            "multi-owner",
+        ]);
+        command.envs(vars.iter().cloned());
+        let output = run(command).await;
+        assert!(output.status.success(), "{provider}: {}", stderr(&output));
+        let lines = json_lines(&output);
+        assert_eq!(lines.len(), count, "{provider} listed a different number");
+        let names: HashSet<&str> = lines
+            .iter()
+            .map(|l| l["full_name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names.len(), count, "{provider} listed a repository twice");
+        assert!(
+            lines.iter().all(|l| l["provider"] == provider),
+            "{provider}"
+        );
+    }
+
+    let mut command = tokenfleet(&["status", "--config", path_arg(&config), "--format", "json"]);
+    command.envs(vars.iter().cloned());
+    let output = run(command).await;
+    let lines = json_lines(&output);
+    for provider in demo.providers() {
+        let rows = lines
+            .iter()
+            .filter(|l| l["provider"] == provider.kind)
+            .count();
+        assert_eq!(
+            rows,
+            provider.secrets.len(),
+            "{} tokens in status",
+            provider.kind
+        );
+    }
+    // The demo's GitHub and Gitea pools each hold one token the simulator
+    // rejects; the others remain, so status succeeds.
+    assert!(output.status.success(), "{}", stderr(&output));
+    let invalid = lines.iter().filter(|l| l["status"] == "invalid").count();
+    assert_eq!(invalid, 2);
+
+    // No secret of one provider reached another provider's simulator.
+    let secrets_of = |kind: &str| {
+        demo.providers()
+            .iter()
+            .find(|p| p.kind == kind)
+            .unwrap()
+            .secrets
+            .clone()
+    };
+    for kind in ["github", "gitlab", "bitbucket", "gitea"] {
+        for other in ["github", "gitlab", "bitbucket", "gitea"] {
+            if other == kind {
+                continue;
+            }
+            for secret in secrets_of(other) {
+                let seen = match kind {
+                    "github" => demo.github.simulator.requests_by_token(&secret),
+                    "gitlab" => demo.gitlab.requests_by_token(&secret),
+                    "bitbucket" => demo.bitbucket.requests_by_token(&secret),
+                    _ => demo.gitea.requests_by_token(&secret),
+                };
+                assert_eq!(seen, 0, "a {other} token reached the {kind} simulator");
+            }
+        }
+    }
+    let combined = format!("{}{}", stdout(&output), stderr(&output));
+    for provider in demo.providers() {
+        for secret in &provider.secrets {
+            assert!(!combined.contains(secret.as_str()), "a secret was printed");
+        }
+    }
+}

@@ -82,3 +82,144 @@ fn repository_count(owner: &str) -> usize {
     let sum: usize = owner.bytes().map(usize::from).sum();
     20 + sum % 380
 }
+
+/// One provider of a [`ForgeDemo`]: its `type`, its simulator's address and
+/// its demo tokens.
+#[derive(Debug, Clone)]
+pub struct DemoProvider {
+    /// The provider's `type` name, also its name in the fleet.
+    pub kind: &'static str,
+    /// The simulator's API base URL.
+    pub base_url: String,
+    /// The demo tokens' secrets.
+    pub secrets: Vec<String>,
+}
+
+impl DemoProvider {
+    /// Returns the provider's `[[providers]]` table without its tokens:
+    /// `type` and `base_url`.
+    pub fn provider_toml(&self) -> String {
+        format!(
+            "type = \"{}\"\nbase_url = \"{}\"\n",
+            self.kind, self.base_url
+        )
+    }
+}
+
+/// Simulators of all four forges with demo tokens and repositories, for
+/// the command line's `--simulate` and multi-provider tests: GitHub as in
+/// [`GithubDemo`], GitLab with two users, Bitbucket with two access tokens
+/// and Gitea with one user and a token it rejects.
+#[derive(Debug)]
+pub struct ForgeDemo {
+    /// The GitHub part.
+    pub github: GithubDemo,
+    /// The GitLab simulator.
+    pub gitlab: crate::GitlabSimulator,
+    /// The Bitbucket Cloud simulator.
+    pub bitbucket: crate::BitbucketSimulator,
+    /// The Gitea simulator.
+    pub gitea: crate::GiteaSimulator,
+    providers: Vec<DemoProvider>,
+}
+
+impl ForgeDemo {
+    /// Starts the four simulators on the system clock; every forge serves
+    /// [`DEMO_OWNERS`] and `owners`.
+    pub async fn start(owners: &[String]) -> Self {
+        Self::start_with_clock(owners, Arc::new(tokenfleet_core::SystemClock)).await
+    }
+
+    /// Starts the four simulators on `clock`.
+    pub async fn start_with_clock(owners: &[String], clock: Arc<dyn Clock>) -> Self {
+        let github = GithubDemo::start_with_clock(owners, Arc::clone(&clock)).await;
+        let mut names: Vec<(String, usize)> = DEMO_OWNERS
+            .iter()
+            .map(|(owner, count)| ((*owner).to_owned(), *count))
+            .collect();
+        for owner in owners {
+            if !names.iter().any(|(known, _)| known == owner) {
+                names.push((owner.clone(), repository_count(owner)));
+            }
+        }
+
+        let gitlab = crate::GitlabSimulator::builder()
+            .clock(Arc::clone(&clock))
+            .start()
+            .await;
+        let gitlab_limit = crate::gitlab::Throttle::new(60, Duration::from_secs(60));
+        gitlab.add_account("demo-carol", gitlab_limit);
+        gitlab.add_account("demo-dave", gitlab_limit);
+        let gitlab_secrets = vec![
+            "glpat-demoCarol00000000001".to_owned(),
+            "glpat-demoDave000000000002".to_owned(),
+        ];
+        gitlab.add_token(&gitlab_secrets[0], "demo-carol");
+        gitlab.add_token(&gitlab_secrets[1], "demo-dave");
+
+        let bitbucket = crate::BitbucketSimulator::builder()
+            .clock(Arc::clone(&clock))
+            .start()
+            .await;
+        let allowance = crate::bitbucket::Allowance::new(1000, Duration::from_secs(3600));
+        let bitbucket_secrets = vec![
+            "ATCTT3xFfGN0demoWorkspace01".to_owned(),
+            "ATCTT3xFfGN0demoWorkspace02".to_owned(),
+        ];
+        bitbucket.add_access_token("demo-workspace-1", &bitbucket_secrets[0], allowance);
+        bitbucket.add_access_token("demo-workspace-2", &bitbucket_secrets[1], allowance);
+
+        let gitea = crate::GiteaSimulator::builder()
+            .clock(Arc::clone(&clock))
+            .start()
+            .await;
+        gitea.add_account("demo-erin");
+        let gitea_secrets = vec![
+            "0123456789abcdef0123456789abcdefdemo0001".to_owned(),
+            // Never registered, so the simulator rejects it.
+            "0123456789abcdef0123456789abcdefdemo0002".to_owned(),
+        ];
+        gitea.add_token(&gitea_secrets[0], "demo-erin");
+
+        for (owner, count) in &names {
+            gitlab.add_repositories(owner, *count);
+            bitbucket.add_repositories(&owner.to_lowercase(), *count);
+            gitea.add_repositories(owner, *count);
+        }
+
+        let providers = vec![
+            DemoProvider {
+                kind: "github",
+                base_url: github.base_url(),
+                secrets: github.secrets().to_vec(),
+            },
+            DemoProvider {
+                kind: "gitlab",
+                base_url: gitlab.uri(),
+                secrets: gitlab_secrets,
+            },
+            DemoProvider {
+                kind: "bitbucket",
+                base_url: bitbucket.uri(),
+                secrets: bitbucket_secrets,
+            },
+            DemoProvider {
+                kind: "gitea",
+                base_url: gitea.uri(),
+                secrets: gitea_secrets,
+            },
+        ];
+        Self {
+            github,
+            gitlab,
+            bitbucket,
+            gitea,
+            providers,
+        }
+    }
+
+    /// Returns the four providers in the order GitHub, GitLab, Bitbucket, Gitea.
+    pub fn providers(&self) -> &[DemoProvider] {
+        &self.providers
+    }
+}
