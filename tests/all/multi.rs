@@ -75,7 +75,7 @@ async fn each_pool_lists_its_own_forge() {
     }
 
     for (index, provider) in demo.providers().iter().enumerate() {
-        for other in &demo.providers()[..] {
+        for other in demo.providers() {
             if other.kind == provider.kind {
                 continue;
             }
