@@ -71,6 +71,16 @@ pub enum TokenSource {
     },
     /// An entry of the encrypted vault named in the `[vault]` table.
     Vault(String),
+    /// A GitHub App installation, whose tokens the pool fetches and
+    /// refreshes before they expire.
+    GithubApp {
+        /// The app's id or client id.
+        app_id: String,
+        /// The installation's id.
+        installation_id: u64,
+        /// The app's private key in PEM form, readable by its owner alone.
+        private_key_file: PathBuf,
+    },
 }
 
 impl fmt::Debug for TokenSource {
@@ -91,6 +101,16 @@ impl fmt::Debug for TokenSource {
                 .field("timeout", timeout)
                 .finish(),
             Self::Vault(name) => f.debug_tuple("Vault").field(name).finish(),
+            Self::GithubApp {
+                app_id,
+                installation_id,
+                private_key_file,
+            } => f
+                .debug_struct("GithubApp")
+                .field("app_id", app_id)
+                .field("installation_id", installation_id)
+                .field("private_key_file", private_key_file)
+                .finish(),
         }
     }
 }
@@ -169,12 +189,23 @@ fn render(path: &[Segment]) -> String {
 
 const TOP_KEYS: [&str; 4] = ["strategy", "providers", "wait", "vault"];
 const PROVIDER_KEYS: [&str; 3] = ["name", "tokens", "tokens_env"];
-const TOKEN_KEYS: [&str; 11] = [
-    "env", "value", "file", "command", "vault", "timeout", "priority", "weight", "account",
-    "reserve", "label",
+const TOKEN_KEYS: [&str; 12] = [
+    "env",
+    "value",
+    "file",
+    "command",
+    "vault",
+    "github_app",
+    "timeout",
+    "priority",
+    "weight",
+    "account",
+    "reserve",
+    "label",
 ];
 /// The keys that name a token's source; an entry has exactly one.
-const SOURCE_KEYS: [&str; 5] = ["env", "value", "file", "command", "vault"];
+const SOURCE_KEYS: [&str; 6] = ["env", "value", "file", "command", "vault", "github_app"];
+const GITHUB_APP_KEYS: [&str; 3] = ["app_id", "installation_id", "private_key_file"];
 const VAULT_KEYS: [&str; 2] = ["path", "passphrase_env"];
 const WAIT_KEYS: [&str; 1] = ["max"];
 
@@ -563,6 +594,24 @@ impl Parser<'_> {
             }
         };
 
+        if provider.kind() != "github" {
+            if let Some(position) = tokens
+                .iter()
+                .position(|t| matches!(t.source, TokenSource::GithubApp { .. }))
+            {
+                let mut at = child(&path, "tokens");
+                at.push(Segment::Index(position));
+                return Err(self.error(
+                    &child(&at, "github_app"),
+                    format!(
+                        "a `github_app` token belongs to a `type = \"github\"` provider, not \
+                         `{}`",
+                        provider.kind()
+                    ),
+                ));
+            }
+        }
+
         Ok(ProviderConfig {
             named: name.is_some(),
             name: name.unwrap_or_else(|| provider.kind().to_owned()),
@@ -682,11 +731,75 @@ impl Parser<'_> {
                     ))
                 }
             }
-            _ => Err(self.error(
+            ("vault", _) => Err(self.error(
                 &at,
                 "expected the name of a vault entry such as \"work-bot\"",
             )),
+            ("github_app", Value::Table(app)) => self.github_app_source(&at, app),
+            _ => Err(self.error(
+                &at,
+                "expected a table such as `github_app = { app_id = 12345, installation_id = \
+                 678, private_key_file = \"app.pem\" }`",
+            )),
         }
+    }
+
+    fn github_app_source(
+        &self,
+        at: &[Segment],
+        app: &toml::Table,
+    ) -> Result<TokenSource, ConfigError> {
+        self.reject_unknown(app, at, &GITHUB_APP_KEYS, "github_app key")?;
+        let app_id = match app.get("app_id") {
+            Some(Value::Integer(id)) if *id > 0 => id.to_string(),
+            Some(Value::String(id)) if !id.trim().is_empty() => id.trim().to_owned(),
+            Some(_) => {
+                return Err(self.error(
+                    &child(at, "app_id"),
+                    "expected the app's id, such as 12345, or its client id as a string",
+                ))
+            }
+            None => {
+                return Err(self.error(at, "missing `app_id`; copy it from the app's settings page"))
+            }
+        };
+        let installation_id = match app.get("installation_id") {
+            Some(Value::Integer(id)) if *id > 0 => *id as u64,
+            Some(_) => {
+                return Err(self.error(
+                    &child(at, "installation_id"),
+                    "expected a positive number, such as 678",
+                ))
+            }
+            None => {
+                return Err(self.error(
+                    at,
+                    "missing `installation_id`; it is the number at the end of the \
+                     installation's settings URL",
+                ))
+            }
+        };
+        let private_key_file = match app.get("private_key_file") {
+            Some(Value::String(file)) if !file.trim().is_empty() => self.resolve_path(file),
+            Some(_) => {
+                return Err(self.error(
+                    &child(at, "private_key_file"),
+                    "expected the path of the app's private key, such as \"app.pem\"",
+                ))
+            }
+            None => {
+                return Err(self.error(
+                    at,
+                    "missing `private_key_file`; point it at the `.pem` file GitHub generated \
+                     for the app",
+                ))
+            }
+        };
+        Ok(TokenSource::GithubApp {
+            app_id,
+            installation_id,
+            private_key_file,
+        })
     }
 
     fn command_source(
@@ -881,6 +994,78 @@ impl FleetConfig {
 }
 
 impl ProviderConfig {
+    /// Builds the sources of this provider's tokens whose secret the pool
+    /// fetches (GitHub App installations), with the token each fills.
+    ///
+    /// # Errors
+    ///
+    /// Returns a [`ConfigError`] naming the entry when its private key file
+    /// is missing, unreadable, readable by others or not an RSA key.
+    pub fn resolve_sourced(
+        &self,
+        origin: &str,
+    ) -> Result<Vec<(Token, Arc<dyn tokenfleet_core::TokenSource>)>, ConfigError> {
+        let mut sourced: Vec<(Token, Arc<dyn tokenfleet_core::TokenSource>)> = Vec::new();
+        for (position, entry) in self.tokens.iter().enumerate() {
+            let TokenSource::GithubApp {
+                app_id,
+                installation_id,
+                private_key_file,
+            } = &entry.source
+            else {
+                continue;
+            };
+            let key = format!("providers[{}].tokens[{position}].github_app", self.index);
+            let fail = |message: String| ConfigError {
+                file: origin.to_owned(),
+                line: entry.line,
+                key: key.clone(),
+                message,
+            };
+            let source = self
+                .github_app(app_id, *installation_id, private_key_file)
+                .map_err(fail)?;
+            let label = entry
+                .label
+                .clone()
+                .unwrap_or_else(|| format!("github-app-{app_id}-{installation_id}"));
+            let mut token = Token::sourced(label)
+                .with_priority(entry.priority)
+                .with_weight(entry.weight)
+                .with_reserve(entry.reserve);
+            if let Some(account) = &entry.account {
+                token = token.with_account(account.clone());
+            }
+            sourced.push((token, source));
+        }
+        Ok(sourced)
+    }
+
+    #[cfg(feature = "github")]
+    fn github_app(
+        &self,
+        app_id: &str,
+        installation_id: u64,
+        private_key_file: &std::path::Path,
+    ) -> Result<Arc<dyn tokenfleet_core::TokenSource>, String> {
+        let key = tokenfleet_github::read_private_key(private_key_file, app_id, installation_id)
+            .map_err(|e| e.to_string())?;
+        let github = tokenfleet_github::Github::with_base_url(self.provider.base_url().clone());
+        let app = tokenfleet_github::GithubApp::new(github, app_id, installation_id, &key)
+            .map_err(|e| e.to_string())?;
+        Ok(Arc::new(app))
+    }
+
+    #[cfg(not(feature = "github"))]
+    fn github_app(
+        &self,
+        _app_id: &str,
+        _installation_id: u64,
+        _private_key_file: &std::path::Path,
+    ) -> Result<Arc<dyn tokenfleet_core::TokenSource>, String> {
+        Err("`github_app` needs the `github` feature of tokenfleet".to_owned())
+    }
+
     /// Reads every token of this provider from its source.
     ///
     /// # Errors
@@ -903,6 +1088,8 @@ impl ProviderConfig {
             let mut account = entry.account.clone();
             let mut priority = entry.priority;
             let secret = match &entry.source {
+                // Fetched by the pool; see `resolve_sourced`.
+                TokenSource::GithubApp { .. } => continue,
                 TokenSource::Env(var) => match std::env::var(var) {
                     Ok(value) if !value.trim().is_empty() => value,
                     Ok(_) => {

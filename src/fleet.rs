@@ -260,11 +260,12 @@ impl Fleet {
         let mut builder = base.wait(config.wait);
         for provider in &config.providers {
             let tokens = provider.resolve_tokens(&config.origin)?;
+            let sourced = provider.resolve_sourced(&config.origin)?;
             builder.providers.push(ProviderEntry {
                 name: provider.name.clone(),
                 provider: Arc::clone(&provider.provider),
                 tokens,
-                sourced: Vec::new(),
+                sourced,
                 strategy: config.strategy_for_pool(),
             });
         }

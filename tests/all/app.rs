@@ -133,3 +133,88 @@ fn malformed_key_is_rejected_without_echo() {
     assert!(text.contains("not an RSA private key"), "{text}");
     assert!(!text.contains("abc"), "{text}");
 }
+
+/// Writes the test key into a fresh directory with `mode` and returns both.
+fn key_file(mode: u32) -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.pem");
+    std::fs::write(&path, TEST_APP_PRIVATE_KEY).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    (dir, path)
+}
+
+#[tokio::test]
+async fn app_token_from_config_serves() {
+    let clock = clock();
+    let sim = simulator(&clock).await;
+    sim.add_app(APP_ID, TEST_APP_PUBLIC_KEY);
+    sim.add_installation(APP_ID, INSTALLATION, AccountLimits::default());
+    let (_dir, key) = key_file(0o600);
+    let text = format!(
+        "[[providers]]\ntype = \"github\"\nbase_url = \"{}\"\ntokens = [\n  \
+         {{ github_app = {{ app_id = {APP_ID}, installation_id = {INSTALLATION}, \
+         private_key_file = \"{}\" }}, label = \"app-bot\" }},\n]\n",
+        sim.uri(),
+        key.display()
+    );
+    let config = tokenfleet::config::parse(&text, "app.toml").expect("the config parses");
+    let base = Fleet::builder().clock(Arc::new(clock.clone()));
+    let fleet = Fleet::from_config(config, base).expect("the fleet builds");
+
+    let response = fleet.client("github").unwrap().get("/user").await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(sim.installation_tokens_issued(), 1);
+    let tokens = fleet.tokens("github").await;
+    assert_eq!(tokens[0].id.as_str(), "app-bot");
+    assert_eq!(tokens[0].account, format!("installation:{INSTALLATION}"));
+}
+
+#[tokio::test]
+async fn app_config_errors_name_the_fix() {
+    let (_dir, shared_key) = key_file(0o644);
+    let key = shared_key.display().to_string();
+    let cases = [
+        (
+            format!(
+                "[[providers]]\ntype = \"github\"\ntokens = [{{ github_app = {{ app_id = 1, \
+                 installation_id = 2, private_key_file = \"{key}\" }} }}]\n"
+            ),
+            "chmod 600",
+        ),
+        (
+            "[[providers]]\ntype = \"github\"\ntokens = [{ github_app = { app_id = 1, \
+             private_key_file = \"k.pem\" } }]\n"
+                .to_owned(),
+            "missing `installation_id`",
+        ),
+        (
+            "[[providers]]\ntype = \"github\"\ntokens = [{ github_app = { app_id = 1, \
+             installation_id = 2, private_key_file = \"k.pem\", secret = \"x\" } }]\n"
+                .to_owned(),
+            "secret",
+        ),
+        (
+            "[[providers]]\ntype = \"gitlab\"\ntokens = [{ github_app = { app_id = 1, \
+             installation_id = 2, private_key_file = \"k.pem\" } }]\n"
+                .to_owned(),
+            "belongs to a `type = \"github\"` provider",
+        ),
+    ];
+    for (text, expected) in cases {
+        if text.contains("gitlab") && !cfg!(feature = "gitlab") {
+            continue;
+        }
+        let error = match tokenfleet::config::parse(&text, "app.toml") {
+            Err(error) => error,
+            Ok(config) => match Fleet::from_config(config, Fleet::builder()) {
+                Err(tokenfleet::FleetError::Config(error)) => error,
+                other => panic!("expected a config error for {text}, got {other:?}"),
+            },
+        };
+        let message = error.to_string();
+        assert!(message.contains(expected), "{message}");
+        assert!(message.contains("github_app"), "{message}");
+        assert!(!message.contains("PRIVATE KEY"), "{message}");
+    }
+}
