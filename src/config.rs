@@ -993,6 +993,9 @@ impl FleetConfig {
     }
 }
 
+/// A token whose secret the pool fetches, with the source that fetches it.
+pub type SourcedToken = (Token, Arc<dyn tokenfleet_core::TokenSource>);
+
 impl ProviderConfig {
     /// Builds the sources of this provider's tokens whose secret the pool
     /// fetches (GitHub App installations), with the token each fills.
@@ -1001,11 +1004,8 @@ impl ProviderConfig {
     ///
     /// Returns a [`ConfigError`] naming the entry when its private key file
     /// is missing, unreadable, readable by others or not an RSA key.
-    pub fn resolve_sourced(
-        &self,
-        origin: &str,
-    ) -> Result<Vec<(Token, Arc<dyn tokenfleet_core::TokenSource>)>, ConfigError> {
-        let mut sourced: Vec<(Token, Arc<dyn tokenfleet_core::TokenSource>)> = Vec::new();
+    pub fn resolve_sourced(&self, origin: &str) -> Result<Vec<SourcedToken>, ConfigError> {
+        let mut sourced: Vec<SourcedToken> = Vec::new();
         for (position, entry) in self.tokens.iter().enumerate() {
             let TokenSource::GithubApp {
                 app_id,
