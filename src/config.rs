@@ -1,5 +1,5 @@
-//! The TOML configuration: providers with their tokens, the strategy and
-//! the wait policy.
+//! The TOML configuration: providers with their tokens, the strategy, the
+//! wait policy and the state store.
 //!
 //! Every error names the file, the line and the key path, and states what
 //! would be valid. Plugin tables are deserialized by typetag, which loses
@@ -15,6 +15,12 @@ use serde::de::value::MapDeserializer;
 use tokenfleet_core::{Provider, RotationStrategy, Token, WaitPolicy};
 use toml::Value;
 
+mod store;
+
+#[cfg(feature = "redis")]
+pub use store::RedisStoreConfig;
+pub use store::StoreConfig;
+
 /// The parsed configuration, before tokens are read from their sources.
 #[derive(Debug)]
 pub struct FleetConfig {
@@ -25,6 +31,8 @@ pub struct FleetConfig {
     pub providers: Vec<ProviderConfig>,
     /// The behaviour of `acquire` when no token has budget.
     pub wait: WaitPolicy,
+    /// The state store of every pool.
+    pub store: StoreConfig,
     pub(crate) origin: String,
 }
 
@@ -133,7 +141,7 @@ fn render(path: &[Segment]) -> String {
     out
 }
 
-const TOP_KEYS: [&str; 3] = ["strategy", "providers", "wait"];
+const TOP_KEYS: [&str; 4] = ["strategy", "providers", "wait", "store"];
 const PROVIDER_KEYS: [&str; 3] = ["name", "tokens", "tokens_env"];
 const TOKEN_KEYS: [&str; 7] = [
     "env", "value", "priority", "weight", "account", "reserve", "label",
@@ -271,10 +279,16 @@ impl Parser<'_> {
             }
         };
 
+        let store = match root.get("store") {
+            None => StoreConfig::Memory,
+            Some(value) => self.store(value)?,
+        };
+
         Ok(FleetConfig {
             strategy,
             providers,
             wait,
+            store,
             origin: self.origin.to_owned(),
         })
     }

@@ -27,6 +27,8 @@ pub use tokenfleet_github as github;
 pub use tokenfleet_priority::Priority;
 #[cfg(feature = "rate-aware")]
 pub use tokenfleet_rate_aware::RateAware;
+#[cfg(feature = "redis")]
+pub use tokenfleet_redis as redis;
 #[cfg(feature = "round-robin")]
 pub use tokenfleet_round_robin::RoundRobin;
 

@@ -7,6 +7,7 @@ mod enterprise;
 mod limits;
 mod pagination;
 mod redirects;
+mod redis;
 mod responses;
 mod rotation;
 mod secondary;

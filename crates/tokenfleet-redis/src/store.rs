@@ -255,8 +255,9 @@ impl Connection {
                 self.note_success();
                 return Ok(Some(value));
             }
+            Ok(Err(error)) if error.is_timeout() => self.timed_out(),
             Ok(Err(error)) => describe_error(&error),
-            Err(_) => format!("no response within {:?}", self.command_timeout),
+            Err(_) => self.timed_out(),
         };
         self.note_failure(operation, &failure);
         match self.mode {
@@ -290,6 +291,13 @@ impl Connection {
         let manager = ConnectionManager::new_with_config(self.client.clone(), config).await?;
         *self.manager.lock() = Some(manager.clone());
         Ok(manager)
+    }
+
+    fn timed_out(&self) -> String {
+        format!(
+            "no response within the command timeout of {:?}",
+            self.command_timeout
+        )
     }
 
     fn waiting_to_retry(&self) -> bool {
@@ -326,9 +334,7 @@ impl Connection {
 
 /// Describes a Redis error without any part of the connection's password.
 fn describe_error(error: &RedisError) -> String {
-    if error.is_timeout() {
-        "the command timed out".to_owned()
-    } else if error.is_connection_refusal() {
+    if error.is_connection_refusal() {
         "the connection was refused".to_owned()
     } else if error.is_connection_dropped() || error.is_io_error() {
         format!("the connection failed ({error})")
