@@ -460,6 +460,13 @@ lease_ttl = "30s"
     assert_eq!(redis.settings.lease_ttl, Duration::from_secs(30));
     let shown = format!("{parsed:?}");
     assert!(!shown.contains("hunter2"), "{shown}");
+
+    // The store connects on first use, so the fleet builds without a server.
+    let with_provider = format!("{text}\n[[providers]]\ntype = \"github\"\n");
+    let fleet = Fleet::from_toml_str(&with_provider, "test.toml").expect("the fleet builds");
+    let shown = format!("{fleet:?}");
+    assert!(shown.contains("RedisStore"), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
 }
 
 fn store_error(text: &str) -> tokenfleet::config::ConfigError {

@@ -274,6 +274,10 @@ return 1
 
 /// Marks an account unlimited and the bucket in KEYS[1] with it. ARGV:
 /// the lifetime of the mark in ms.
+///
+/// NOTE: the in-memory store also turns the account's other known buckets
+/// unlimited. The script cannot name those keys, so they stay as they are
+/// until they expire or a response states them.
 const MARK_UNLIMITED: &str = r#"
 local ttl = tonumber(ARGV[1])
 redis.call('HSET', KEYS[3], 'unlimited', 1)

@@ -423,23 +423,40 @@ impl StateStore for RedisStore {
         out: &mut Vec<BudgetView>,
     ) -> Result<(), StoreError> {
         let connection = &self.connection;
+        // Tokens of one account share its budgets, so each distinct
+        // (account, bucket) pair is read once.
+        let mut distinct: Vec<(&str, &str)> = Vec::with_capacity(keys.len());
+        let positions: Vec<usize> = keys
+            .iter()
+            .map(|key| {
+                let pair = (key.account_name, key.bucket_name);
+                match distinct.iter().position(|seen| *seen == pair) {
+                    Some(position) => position,
+                    None => {
+                        distinct.push(pair);
+                        distinct.len() - 1
+                    }
+                }
+            })
+            .collect();
+
         let mut invocation = connection.scripts.view.prepare_invoke();
-        for key in keys {
-            for name in self.budget_keys(key.account_name, key.bucket_name) {
+        for (account, bucket) in &distinct {
+            for name in self.budget_keys(account, bucket) {
                 invocation.key(name);
             }
         }
-        let now_ms = self.clock.now_ms();
-        invocation.arg(num(now_ms));
+        invocation.arg(num(self.clock.now_ms()));
         let values: Option<Vec<u64>> = connection
             .run("read budgets", |mut manager| async move {
                 invocation.invoke_async(&mut manager).await
             })
             .await?;
         match values {
-            Some(values) if values.len() == keys.len() * 8 => {
+            Some(values) if values.len() == distinct.len() * 8 => {
+                let views: Vec<BudgetView> = values.chunks_exact(8).map(view_of).collect();
                 out.clear();
-                out.extend(values.chunks_exact(8).map(view_of));
+                out.extend(positions.iter().map(|position| views[*position]));
                 Ok(())
             }
             Some(values) => Err(StoreError {
@@ -448,7 +465,7 @@ impl StateStore for RedisStore {
                      this build disagree",
                     connection.url,
                     values.len(),
-                    keys.len()
+                    distinct.len()
                 ),
             }),
             None => {

@@ -520,3 +520,28 @@ fn invalid_url_is_rejected_clearly() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn view_keeps_order_of_repeated_keys() {
+    let server = RedisServer::shared_or_start();
+    let prefix = server.unique_prefix("repeated");
+    let store = store(&server, &prefix);
+    let reset = NOW + 60_000;
+    store
+        .observe(key("alice"), &observed(7, 0, reset), NOW)
+        .await
+        .unwrap();
+    store
+        .observe(key("bob"), &observed(9, 0, reset), NOW)
+        .await
+        .unwrap();
+
+    let mut out = Vec::new();
+    store
+        .view(&[key("alice"), key("bob"), key("alice")], &mut out)
+        .await
+        .unwrap();
+
+    let remaining: Vec<Option<u64>> = out.iter().map(|view| view.spendable(0)).collect();
+    assert_eq!(remaining, vec![Some(7), Some(9), Some(7)]);
+}
