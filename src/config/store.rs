@@ -9,6 +9,7 @@
 //! on_unavailable = "local"             # optional, "fail" by default
 //! command_timeout = "1s"               # optional
 //! lease_ttl = "2m"                     # optional
+//! view_max_age = "20ms"                # optional, "0s" (exact views) by default
 //! ```
 
 #[cfg(feature = "redis")]
@@ -21,7 +22,7 @@ use super::{child, describe, quote_list, ConfigError, Parser, Segment};
 const STORE_TYPES: [&str; 2] = ["memory", "redis"];
 const MEMORY_KEYS: [&str; 1] = ["type"];
 #[cfg(feature = "redis")]
-const REDIS_KEYS: [&str; 7] = [
+const REDIS_KEYS: [&str; 8] = [
     "type",
     "url",
     "prefix",
@@ -29,6 +30,7 @@ const REDIS_KEYS: [&str; 7] = [
     "on_unavailable",
     "command_timeout",
     "lease_ttl",
+    "view_max_age",
 ];
 
 /// The `[store]` table.
@@ -207,11 +209,14 @@ impl Parser<'_> {
             }
         }
 
-        if let Some(timeout) = self.store_duration(table, path, "command_timeout")? {
+        if let Some(timeout) = self.store_duration(table, path, "command_timeout", false)? {
             settings = settings.command_timeout(timeout);
         }
-        if let Some(ttl) = self.store_duration(table, path, "lease_ttl")? {
+        if let Some(ttl) = self.store_duration(table, path, "lease_ttl", false)? {
             settings = settings.lease_ttl(ttl);
+        }
+        if let Some(age) = self.store_duration(table, path, "view_max_age", true)? {
+            settings = settings.view_max_age(age);
         }
 
         let password_env = match table.get("password") {
@@ -255,11 +260,12 @@ impl Parser<'_> {
         table: &toml::Table,
         path: &[Segment],
         key: &str,
+        zero_allowed: bool,
     ) -> Result<Option<Duration>, ConfigError> {
         match table.get(key) {
             None => Ok(None),
             Some(Value::String(text)) => match humantime::parse_duration(text.trim()) {
-                Ok(duration) if !duration.is_zero() => Ok(Some(duration)),
+                Ok(duration) if zero_allowed || !duration.is_zero() => Ok(Some(duration)),
                 Ok(_) => Err(self.error(
                     &child(path, key),
                     "expected a duration longer than zero, such as \"1s\"",

@@ -27,6 +27,8 @@ use crate::support::{self, github, is_exhausted, CANARY, HOUR};
 
 /// The variable that turns the worker test into a worker process.
 const WORKER: &str = "TOKENFLEET_REDIS_WORKER";
+/// The worker's `view_max_age` in milliseconds.
+const WORKER_VIEW_AGE: &str = "TOKENFLEET_REDIS_WORKER_VIEW_AGE_MS";
 const WORKERS: usize = 4;
 const TASKS_PER_WORKER: usize = 16;
 
@@ -90,7 +92,15 @@ async fn worker_process_entry() {
             Token::new(secret).with_account(account)
         })
         .collect();
-    let store = redis_store(RedisConfig::new(url).prefix(prefix));
+    let view_age_ms: u64 = std::env::var(WORKER_VIEW_AGE)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(0);
+    let store = redis_store(
+        RedisConfig::new(url)
+            .prefix(prefix)
+            .view_max_age(Duration::from_millis(view_age_ms)),
+    );
     let fleet = shared_fleet(base, tokens, Arc::new(SystemClock), store);
 
     let tasks = (0..TASKS_PER_WORKER).map(|_| {
@@ -131,13 +141,16 @@ async fn four_processes_spend_exact_budget() {
 
     let executable = std::env::current_exe().expect("the test binary has a path");
     let workers: Vec<_> = (0..WORKERS)
-        .map(|_| {
+        .map(|index| {
             let executable = executable.clone();
             let settings = settings.clone();
+            // Half the workers read views through a 20 ms cache.
+            let view_age_ms = if index % 2 == 0 { "0" } else { "20" };
             tokio::task::spawn_blocking(move || {
                 Command::new(executable)
                     .args(["redis::worker_process_entry", "--exact", "--nocapture"])
                     .env(WORKER, settings)
+                    .env(WORKER_VIEW_AGE, view_age_ms)
                     .output()
                     .expect("the worker process starts")
             })
@@ -449,6 +462,7 @@ prefix = "crawler"
 on_unavailable = "local"
 command_timeout = "250ms"
 lease_ttl = "30s"
+view_max_age = "20ms"
 "#;
     let parsed = config::parse(text, "test.toml").expect("the file is valid");
     let StoreConfig::Redis(redis) = &parsed.store else {
@@ -458,6 +472,7 @@ lease_ttl = "30s"
     assert_eq!(redis.settings.on_unavailable, OnUnavailable::Local);
     assert_eq!(redis.settings.command_timeout, Duration::from_millis(250));
     assert_eq!(redis.settings.lease_ttl, Duration::from_secs(30));
+    assert_eq!(redis.settings.view_max_age, Duration::from_millis(20));
     let shown = format!("{parsed:?}");
     assert!(!shown.contains("hunter2"), "{shown}");
 

@@ -18,7 +18,7 @@ pub enum OnUnavailable {
     #[default]
     Fail,
     /// Keep working on an estimate local to this process, and go back to
-    /// Redis once it answers again.
+    /// Redis once it responds again.
     Local,
 }
 
@@ -61,12 +61,23 @@ pub struct RedisConfig {
     /// How long `OnUnavailable::Local` keeps to the local estimate after a
     /// failure before it tries Redis again.
     pub retry_interval: Duration,
+    /// The maximum age of a cached budget view. An older one is read from
+    /// Redis again, and zero (the default) reads it for every snapshot.
+    ///
+    /// Every reservation and settlement of this process refreshes the view
+    /// it touched, so only changes made by other processes show late, by
+    /// at most this long. Other processes' invalid-token marks are read
+    /// with the same delay. Reservations stay atomic on the server whatever
+    /// the age, so a late view can delay a choice but never overshoot a
+    /// budget.
+    pub view_max_age: Duration,
 }
 
 impl RedisConfig {
     /// Creates settings for the server at `url`, with the defaults: prefix
     /// `tokenfleet`, fail when unavailable, a 1 s command timeout, 2 min
-    /// leases, invalid marks kept for a day, and a retry after 1 s.
+    /// leases, invalid marks kept for a day, a retry after 1 s, and views
+    /// read from Redis for every snapshot.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -77,6 +88,7 @@ impl RedisConfig {
             lease_ttl: Duration::from_secs(120),
             invalid_ttl: Duration::from_secs(24 * 3600),
             retry_interval: Duration::from_secs(1),
+            view_max_age: Duration::ZERO,
         }
     }
 
@@ -116,6 +128,12 @@ impl RedisConfig {
         self
     }
 
+    /// Sets how old a cached view may be; zero turns the cache off.
+    pub fn view_max_age(mut self, age: Duration) -> Self {
+        self.view_max_age = age;
+        self
+    }
+
     /// Sets the wait before Redis is tried again after a failure.
     pub fn retry_interval(mut self, interval: Duration) -> Self {
         self.retry_interval = interval;
@@ -134,6 +152,7 @@ impl fmt::Debug for RedisConfig {
             .field("lease_ttl", &self.lease_ttl)
             .field("invalid_ttl", &self.invalid_ttl)
             .field("retry_interval", &self.retry_interval)
+            .field("view_max_age", &self.view_max_age)
             .finish_non_exhaustive()
     }
 }

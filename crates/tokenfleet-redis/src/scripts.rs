@@ -149,22 +149,10 @@ local function keep_for(key, ttl)
   end
 end
 
--- Reads an optional number: the empty string means none.
-local function optional(value)
-  if value == '' then return nil end
-  return tonumber(value)
-end
-"#;
-
-/// Views: KEYS are triples (budget, lease set, account), ARGV[1] is now.
-/// Returns eight numbers per triple: kind (0 unknown, 1 unlimited,
-/// 2 known), limit, remaining, reset, in flight, cooldown end, probation
-/// (0 or 1) and request cost.
-const VIEW: &str = r#"
-local now = tonumber(ARGV[1])
-local out = {}
-for i = 1, #KEYS, 3 do
-  local s = load_state(KEYS[i], KEYS[i + 1], KEYS[i + 2], now)
+-- Appends the eight numbers of a view to `out`: kind (0 unknown,
+-- 1 unlimited, 2 known), limit, remaining, reset, in flight, cooldown end,
+-- probation (0 or 1) and request cost.
+local function push_view(out, s)
   local kind = 0
   if s.kind == 'unlimited' then kind = 1 elseif s.kind == 'known' then kind = 2 end
   local probation = 0
@@ -173,13 +161,31 @@ for i = 1, #KEYS, 3 do
       s.cooldown, probation, s.cost or 1}) do
     out[#out + 1] = value
   end
+  return out
+end
+
+-- Reads an optional number: the empty string means none.
+local function optional(value)
+  if value == '' then return nil end
+  return tonumber(value)
+end
+"#;
+
+/// Views: KEYS are triples (budget, lease set, account), ARGV[1] is now.
+/// Returns the eight numbers of `push_view` per triple.
+const VIEW: &str = r#"
+local now = tonumber(ARGV[1])
+local out = {}
+for i = 1, #KEYS, 3 do
+  push_view(out, load_state(KEYS[i], KEYS[i + 1], KEYS[i + 2], now))
 end
 return out
 "#;
 
 /// Reserves one unit. ARGV: now, floor, reservation id, lapse time of the
 /// reservation, lifetime of the lease set in ms. Returns {code, time} as
-/// `admits` does, and adds the reservation only on admit.
+/// `admits` does, then the view after the call, and adds the reservation
+/// only on admit.
 const RESERVE: &str = r#"
 local now = tonumber(ARGV[1])
 local floor = tonumber(ARGV[2])
@@ -189,8 +195,9 @@ local code, at = admits(s, floor, now)
 if code == 0 then
   redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), ARGV[3])
   keep_for(KEYS[2], tonumber(ARGV[5]))
+  s.in_flight = s.in_flight + 1
 end
-return {code, at}
+return push_view({code, at}, s)
 "#;
 
 /// Ends a reservation, as MemoryStore::settle_now does. ARGV: now,
@@ -198,7 +205,8 @@ return {code, at}
 /// answered without limits (each 0 or 1), then the observation's limit,
 /// remaining, used and reset (empty strings when there is none), the
 /// primary-limit end (empty when none), and the tolerance, margin,
-/// unlimited lifetime and maximum lifetime in ms.
+/// unlimited lifetime and maximum lifetime in ms. Returns the view after
+/// the settlement.
 const SETTLE: &str = r#"
 local now = tonumber(ARGV[1])
 local sent = ARGV[3] == '1'
@@ -250,12 +258,13 @@ if exhausted_until then
   s.observed_remaining = 0
 end
 save(KEYS[1], s, now, margin, unlimited_ttl, max_ttl)
-return 1
+return push_view({}, s)
 "#;
 
 /// Applies limits observed outside a reservation. ARGV: now, limit,
 /// remaining, used (empty when none), reset, then the tolerance, margin,
-/// unlimited lifetime and maximum lifetime in ms.
+/// unlimited lifetime and maximum lifetime in ms. Returns the view after
+/// the call.
 const OBSERVE: &str = r#"
 local now = tonumber(ARGV[1])
 local s = load_state(KEYS[1], KEYS[2], KEYS[3], now)
@@ -269,7 +278,7 @@ local applied = apply_observation(s, o, tonumber(ARGV[6]))
 if applied then
   save(KEYS[1], s, now, tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]))
 end
-return 1
+return push_view({}, s)
 "#;
 
 /// Marks an account unlimited and the bucket in KEYS[1] with it. ARGV:

@@ -75,6 +75,18 @@ pub struct RedisStore {
     sequence: AtomicU64,
     /// The time `view` counts reservations at, which should be the pool's.
     clock: Arc<dyn Clock>,
+    /// Views by budget key, when `view_max_age` is above zero.
+    views: Mutex<HashMap<String, CachedView>>,
+    /// Invalid marks by key and when they were read, when `view_max_age`
+    /// is above zero.
+    marks: Mutex<HashMap<String, (Instant, bool)>>,
+}
+
+/// A budget's view as Redis last returned it.
+#[derive(Debug, Clone, Copy)]
+struct CachedView {
+    fetched: Instant,
+    view: BudgetView,
 }
 
 /// One reservation of this store, by the place it was made in.
@@ -96,6 +108,7 @@ struct Connection {
     lease_ttl_ms: u64,
     invalid_ttl_ms: u64,
     retry_interval: Duration,
+    view_max_age: Duration,
     scripts: Scripts,
     manager: Mutex<Option<ConnectionManager>>,
     connecting: tokio::sync::Mutex<()>,
@@ -154,6 +167,7 @@ impl RedisStore {
             lease_ttl_ms: millis(config.lease_ttl),
             invalid_ttl_ms: millis(config.invalid_ttl).max(1),
             retry_interval: config.retry_interval,
+            view_max_age: config.view_max_age,
             scripts: Scripts::new(),
             manager: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
@@ -175,6 +189,8 @@ impl RedisStore {
             lease_tag: format!("{}-{:016x}", std::process::id(), rand_word()),
             sequence: AtomicU64::new(0),
             clock: Arc::new(SystemClock),
+            views: Mutex::new(HashMap::new()),
+            marks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -231,6 +247,36 @@ impl RedisStore {
 
     fn mirror(&self) -> bool {
         self.connection.mode == OnUnavailable::Local
+    }
+
+    fn caches_views(&self) -> bool {
+        !self.connection.view_max_age.is_zero()
+    }
+
+    /// Stores the view a script returned for `budget`.
+    fn remember(&self, budget: &str, values: &[u64]) {
+        if self.caches_views() && values.len() == 8 {
+            let cached = CachedView {
+                fetched: Instant::now(),
+                view: view_of(values),
+            };
+            self.views.lock().insert(budget.to_owned(), cached);
+        }
+    }
+
+    /// Returns the cached view of `budget` when it is recent enough.
+    fn recent_view(&self, budget: &str, now: Instant) -> Option<BudgetView> {
+        let views = self.views.lock();
+        let cached = views.get(budget)?;
+        (now.duration_since(cached.fetched) < self.connection.view_max_age).then_some(cached.view)
+    }
+
+    /// Drops every cached view, after a change that reaches beyond one
+    /// budget (a cooldown, an unlimited account) or a failure.
+    fn forget_views(&self) {
+        if self.caches_views() {
+            self.views.lock().clear();
+        }
     }
 }
 
@@ -374,12 +420,23 @@ fn rand_word() -> u64 {
     hasher.finish()
 }
 
-fn admission(code: i64, at: u64) -> Admission {
+fn admission(code: u64, at: u64) -> Admission {
     match code {
         0 => Admission::Admit,
         2 => Admission::Exhausted(at),
         3 => Admission::CoolingDown(at),
         _ => Admission::Busy,
+    }
+}
+
+/// Returns the view of a budget nothing is known about.
+fn unknown_view() -> BudgetView {
+    BudgetView {
+        knowledge: Knowledge::Unknown,
+        in_flight: 0,
+        cooldown_until_ms: 0,
+        probation: false,
+        request_cost: 1,
     }
 }
 
@@ -440,39 +497,65 @@ impl StateStore for RedisStore {
             })
             .collect();
 
-        let mut invocation = connection.scripts.view.prepare_invoke();
-        for (account, bucket) in &distinct {
-            for name in self.budget_keys(account, bucket) {
-                invocation.key(name);
+        // Budgets whose cached view is recent enough are not read again.
+        let budget_names: Vec<String> = distinct
+            .iter()
+            .map(|(account, bucket)| self.keys.budget(account, bucket))
+            .collect();
+        let mut views: Vec<Option<BudgetView>> = vec![None; distinct.len()];
+        if self.caches_views() {
+            let now = Instant::now();
+            for (slot, name) in views.iter_mut().zip(&budget_names) {
+                *slot = self.recent_view(name, now);
             }
         }
-        invocation.arg(num(self.clock.now_ms()));
-        let values: Option<Vec<u64>> = connection
-            .run("read budgets", |mut manager| async move {
-                invocation.invoke_async(&mut manager).await
-            })
-            .await?;
-        match values {
-            Some(values) if values.len() == distinct.len() * 8 => {
-                let views: Vec<BudgetView> = values.chunks_exact(8).map(view_of).collect();
-                out.clear();
-                out.extend(positions.iter().map(|position| views[*position]));
-                Ok(())
+        let missing: Vec<usize> = (0..distinct.len())
+            .filter(|position| views[*position].is_none())
+            .collect();
+
+        if !missing.is_empty() {
+            let mut invocation = connection.scripts.view.prepare_invoke();
+            for position in &missing {
+                let (account, bucket) = distinct[*position];
+                for name in self.budget_keys(account, bucket) {
+                    invocation.key(name);
+                }
             }
-            Some(values) => Err(StoreError {
-                message: format!(
-                    "redis store at {} returned {} numbers for {} budgets; the view script and \
-                     this build disagree",
-                    connection.url,
-                    values.len(),
-                    distinct.len()
-                ),
-            }),
-            None => {
+            invocation.arg(num(self.clock.now_ms()));
+            let values: Option<Vec<u64>> = connection
+                .run("read budgets", |mut manager| async move {
+                    invocation.invoke_async(&mut manager).await
+                })
+                .await?;
+            let Some(values) = values else {
+                self.forget_views();
                 self.local.view_now(keys, out);
-                Ok(())
+                return Ok(());
+            };
+            if values.len() != missing.len() * 8 {
+                return Err(StoreError {
+                    message: format!(
+                        "redis store at {} returned {} numbers for {} budgets; the view script \
+                         and this build disagree",
+                        connection.url,
+                        values.len(),
+                        missing.len()
+                    ),
+                });
+            }
+            for (position, numbers) in missing.iter().zip(values.chunks_exact(8)) {
+                views[*position] = Some(view_of(numbers));
+                self.remember(&budget_names[*position], numbers);
             }
         }
+
+        out.clear();
+        out.extend(
+            positions
+                .iter()
+                .map(|position| views[*position].unwrap_or_else(unknown_view)),
+        );
+        Ok(())
     }
 
     async fn try_reserve(
@@ -497,20 +580,32 @@ impl StateStore for RedisStore {
             .arg(num(connection
                 .lease_ttl_ms
                 .saturating_add(BUDGET_MARGIN_MS)));
-        let reply: Option<(i64, u64)> = connection
+        let reply: Option<Vec<u64>> = connection
             .run("reserve budget", |mut manager| async move {
                 invocation.invoke_async(&mut manager).await
             })
             .await?;
         let (result, reservation) = match reply {
-            Some((code, at)) => (
-                admission(code, at),
-                Reservation::Redis { member, lapses_ms },
-            ),
-            None => (
-                self.local.try_reserve_now(key, floor, now_ms),
-                Reservation::Local,
-            ),
+            Some(numbers) if numbers.len() >= 2 => {
+                self.remember(&budget, &numbers[2..]);
+                let result = admission(numbers[0], numbers[1]);
+                (result, Reservation::Redis { member, lapses_ms })
+            }
+            Some(numbers) => {
+                return Err(StoreError {
+                    message: format!(
+                        "redis store at {} returned {} numbers for a reservation; the \
+                         reservation script and this build disagree",
+                        connection.url,
+                        numbers.len()
+                    ),
+                })
+            }
+            None => {
+                self.forget_views();
+                let result = self.local.try_reserve_now(key, floor, now_ms);
+                (result, Reservation::Local)
+            }
         };
         if result == Admission::Admit {
             let mut by_key = self.reservations.lock();
@@ -571,11 +666,15 @@ impl StateStore for RedisStore {
             .arg(BUDGET_MARGIN_MS)
             .arg(UNLIMITED_TTL_MS)
             .arg(MAX_BUDGET_TTL_MS);
-        let done: Option<i64> = connection
+        let done: Option<Vec<u64>> = connection
             .run("settle a reservation", |mut manager| async move {
                 invocation.invoke_async(&mut manager).await
             })
             .await?;
+        match &done {
+            Some(numbers) => self.remember(&budget, numbers),
+            None => self.forget_views(),
+        }
         let local_reservation = matches!(reservation, Some(Reservation::Local));
         if !local_reservation && (done.is_none() || self.mirror()) {
             // The local store is the fallback estimate or a mirror of Redis.
@@ -608,11 +707,15 @@ impl StateStore for RedisStore {
             .arg(BUDGET_MARGIN_MS)
             .arg(UNLIMITED_TTL_MS)
             .arg(MAX_BUDGET_TTL_MS);
-        let done: Option<i64> = connection
+        let done: Option<Vec<u64>> = connection
             .run("store observed limits", |mut manager| async move {
                 invocation.invoke_async(&mut manager).await
             })
             .await?;
+        match &done {
+            Some(numbers) => self.remember(&budget, numbers),
+            None => self.forget_views(),
+        }
         if done.is_none() || self.mirror() {
             self.local.observe_now(key, observation);
         }
@@ -633,6 +736,7 @@ impl StateStore for RedisStore {
                 invocation.invoke_async(&mut manager).await
             })
             .await?;
+        self.forget_views();
         if done.is_none() || self.mirror() {
             self.local.mark_unlimited_now(key);
         }
@@ -660,6 +764,7 @@ impl StateStore for RedisStore {
                 invocation.invoke_async(&mut manager).await
             })
             .await?;
+        self.forget_views();
         let local = if until.is_none() || self.mirror() {
             Some(self.local.cool_down_now(key, until_ms, now_ms))
         } else {
@@ -671,6 +776,11 @@ impl StateStore for RedisStore {
     async fn mark_invalid(&self, token: &TokenId, _now_ms: u64) -> Result<(), StoreError> {
         let connection = &self.connection;
         let key = self.invalid_key(token);
+        if self.caches_views() {
+            self.marks
+                .lock()
+                .insert(key.clone(), (Instant::now(), true));
+        }
         let ttl_ms = connection.invalid_ttl_ms;
         let done: Option<()> = connection
             .run("mark a token invalid", |mut manager| async move {
@@ -703,17 +813,41 @@ impl StateStore for RedisStore {
             return Ok(());
         }
         let keys: Vec<String> = tokens.iter().map(|token| self.invalid_key(token)).collect();
+        if self.caches_views() {
+            // Marks read within `view_max_age` are not read again.
+            let now = Instant::now();
+            let max_age = self.connection.view_max_age;
+            let cached = self.marks.lock();
+            let recent: Option<Vec<bool>> = keys
+                .iter()
+                .map(|key| match cached.get(key) {
+                    Some((read, marked)) if now.duration_since(*read) < max_age => Some(*marked),
+                    _ => None,
+                })
+                .collect();
+            if let Some(recent) = recent {
+                out.extend(recent);
+                return Ok(());
+            }
+        }
         let marks: Option<Vec<Option<String>>> = self
             .connection
-            .run("read invalid marks", |mut manager| async move {
-                redis::cmd("MGET")
-                    .arg(&keys)
-                    .query_async(&mut manager)
-                    .await
+            .run("read invalid marks", |mut manager| {
+                let command = redis::cmd("MGET").arg(&keys).clone();
+                async move { command.query_async(&mut manager).await }
             })
             .await?;
         match marks {
-            Some(marks) => out.extend(marks.iter().map(Option::is_some)),
+            Some(marks) => {
+                out.extend(marks.iter().map(Option::is_some));
+                if self.caches_views() {
+                    let now = Instant::now();
+                    let mut cached = self.marks.lock();
+                    for (key, marked) in keys.into_iter().zip(out.iter()) {
+                        cached.insert(key, (now, *marked));
+                    }
+                }
+            }
             None => out.resize(tokens.len(), false),
         }
         Ok(())

@@ -211,13 +211,30 @@ async fn late_settlement_does_not_roll_back() {
     ));
 }
 
-/// Drives the same operations through Redis and the in-memory store and
-/// compares every view and every admission.
 #[tokio::test]
 async fn scripts_match_memory_store() {
+    compare_with_memory_store(Duration::ZERO).await;
+}
+
+#[tokio::test]
+async fn cached_views_match_memory_store() {
+    compare_with_memory_store(Duration::from_secs(60)).await;
+}
+
+/// Drives the same operations through Redis and the in-memory store and
+/// compares every view and every admission. With a cache, the views come
+/// from the scripts' replies.
+async fn compare_with_memory_store(view_max_age: Duration) {
     let server = RedisServer::shared_or_start();
     let prefix = server.unique_prefix("parity");
-    let redis_store = store(&server, &prefix);
+    let redis_store = RedisStore::new(
+        RedisConfig::new(server.url())
+            .prefix(&prefix)
+            .lease_ttl(LEASE_TTL)
+            .view_max_age(view_max_age),
+    )
+    .expect("the store builds")
+    .with_clock(Arc::new(ManualClock::new(NOW)));
     let memory = MemoryStore::new();
     let reset = NOW + 60_000;
 
@@ -544,4 +561,34 @@ async fn view_keeps_order_of_repeated_keys() {
 
     let remaining: Vec<Option<u64>> = out.iter().map(|view| view.spendable(0)).collect();
     assert_eq!(remaining, vec![Some(7), Some(9), Some(7)]);
+}
+
+#[tokio::test]
+async fn cached_marks_refresh_after_max_age() {
+    let server = RedisServer::shared_or_start();
+    let prefix = server.unique_prefix("cached-marks");
+    let age = Duration::from_millis(50);
+    let cached = RedisStore::new(
+        RedisConfig::new(server.url())
+            .prefix(&prefix)
+            .view_max_age(age),
+    )
+    .expect("the store builds");
+    let other = store(&server, &prefix);
+    let token = Token::new("ghp_cached");
+    let mut marks = Vec::new();
+    cached
+        .invalid_tokens(&[token.id()], &mut marks)
+        .await
+        .unwrap();
+    assert_eq!(marks, vec![false]);
+
+    other.mark_invalid(token.id(), NOW).await.unwrap();
+    tokio::time::sleep(age + Duration::from_millis(10)).await;
+
+    cached
+        .invalid_tokens(&[token.id()], &mut marks)
+        .await
+        .unwrap();
+    assert_eq!(marks, vec![true]);
 }
