@@ -125,14 +125,20 @@ local function save(budget_key, s, now, margin, unlimited_ttl, max_ttl)
   if s.kind == 'unknown' then
     return
   end
-  redis.call('HSET', budget_key, 'kind', s.kind, 'limit', s.limit,
-    'remaining', s.remaining, 'reset', s.reset)
+  -- One HSET for every field that has a value, one HDEL for the rest.
+  local set = {'kind', s.kind, 'limit', s.limit, 'remaining', s.remaining, 'reset', s.reset}
+  local unset = {}
   for _, field in ipairs({'observed_used', 'observed_remaining', 'cost'}) do
     if s[field] then
-      redis.call('HSET', budget_key, field, s[field])
+      set[#set + 1] = field
+      set[#set + 1] = s[field]
     else
-      redis.call('HDEL', budget_key, field)
+      unset[#unset + 1] = field
     end
+  end
+  redis.call('HSET', budget_key, unpack(set))
+  if #unset > 0 then
+    redis.call('HDEL', budget_key, unpack(unset))
   end
   local ttl = unlimited_ttl
   if s.kind == 'known' then
@@ -194,7 +200,9 @@ local s = load_state(KEYS[1], KEYS[2], KEYS[3], now)
 local code, at = admits(s, floor, now)
 if code == 0 then
   redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), ARGV[3])
-  keep_for(KEYS[2], tonumber(ARGV[5]))
+  -- Every reservation lapses after the same time, so the newest one
+  -- decides how long the set lives.
+  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[5]))
   s.in_flight = s.in_flight + 1
 end
 return push_view({code, at}, s)
@@ -218,14 +226,16 @@ local margin = tonumber(ARGV[12])
 local unlimited_ttl = tonumber(ARGV[13])
 local max_ttl = tonumber(ARGV[14])
 
-if success and redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('HSET', KEYS[3], 'strikes', 0)
-end
 if ARGV[2] ~= '' then
   redis.call('ZREM', KEYS[2], ARGV[2])
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local s = load_state(KEYS[1], KEYS[2], KEYS[3], now)
+if success and s.strikes > 0 then
+  -- A success ends the probation that followed a secondary limit.
+  redis.call('HSET', KEYS[3], 'strikes', 0)
+  s.strikes = 0
+end
 
 if ARGV[6] ~= '' then
   local o = {
