@@ -305,7 +305,7 @@ async fn shared_keys_expire_and_hold_no_secret() {
 /// short steps of real time, because reconnecting takes real time.
 async fn until_store_answers(client: &Client, store: &RedisStore) -> usize {
     let mut successes = 0;
-    for _ in 0..50 {
+    for _ in 0..200 {
         if github_ok(client).await {
             successes += 1;
         }
@@ -389,7 +389,7 @@ async fn local_mode_survives_restart_and_converges() {
     let prefix = server.unique_prefix("local");
     let clock = support::clock();
     let sim = support::simulator(&clock).await;
-    sim.add_account("alice", AccountLimits::default().core(30, HOUR));
+    sim.add_account("alice", AccountLimits::default().core(100, HOUR));
     sim.add_token("ghp_alice", "alice");
     let store = redis_store(
         RedisConfig::new(server.url())
@@ -427,7 +427,7 @@ async fn local_mode_survives_restart_and_converges() {
     }
 
     let remaining = sim.remaining("alice", "core");
-    assert_eq!(remaining, 30 - successes as u64);
+    assert_eq!(remaining, 100 - successes as u64);
     let mut connection = redis::Client::open(server.url())
         .expect("the URL parses")
         .get_multiplexed_tokio_connection()
