@@ -6,6 +6,7 @@
 //! url = "redis://127.0.0.1:6379/"
 //! prefix = "crawler"                   # optional, "tokenfleet" by default
 //! password = { env = "REDIS_PASSWORD" } # optional
+//! ca_file = "/etc/redis/ca.pem"        # optional, for rediss:// with a private CA
 //! on_unavailable = "local"             # optional, "fail" by default
 //! command_timeout = "1s"               # optional
 //! lease_ttl = "2m"                     # optional
@@ -22,10 +23,11 @@ use super::{child, describe, quote_list, ConfigError, Parser, Segment};
 const STORE_TYPES: [&str; 2] = ["memory", "redis"];
 const MEMORY_KEYS: [&str; 1] = ["type"];
 #[cfg(feature = "redis")]
-const REDIS_KEYS: [&str; 8] = [
+const REDIS_KEYS: [&str; 9] = [
     "type",
     "url",
     "prefix",
+    "ca_file",
     "password",
     "on_unavailable",
     "command_timeout",
@@ -43,7 +45,7 @@ pub enum StoreConfig {
     /// The pools keep their state in Redis, shared with every process
     /// that uses the same server and prefix.
     #[cfg(feature = "redis")]
-    Redis(RedisStoreConfig),
+    Redis(Box<RedisStoreConfig>),
 }
 
 /// A `[store]` table of `type = "redis"`.
@@ -189,6 +191,22 @@ impl Parser<'_> {
             }
         }
 
+        match table.get("ca_file") {
+            None => {}
+            Some(Value::String(path)) if !path.trim().is_empty() => {
+                settings = settings.ca_file(path.trim());
+            }
+            Some(other) => {
+                return Err(self.error(
+                    &child(path, "ca_file"),
+                    format!(
+                        "expected the path of a PEM file such as \"/etc/redis/ca.pem\", found {}",
+                        describe(other)
+                    ),
+                ))
+            }
+        }
+
         match table.get("on_unavailable") {
             None => {}
             Some(Value::String(mode)) if mode == "fail" => {
@@ -243,15 +261,21 @@ impl Parser<'_> {
             }
         };
 
-        // Checks the URL now, so that its error points at its line.
-        RedisStore::new(settings.clone())
-            .map_err(|error| self.error(&child(path, "url"), error.to_string()))?;
+        // Checks the URL and the CA file now, so that an error points at
+        // the line of its key.
+        RedisStore::new(settings.clone()).map_err(|error| {
+            let key = match error {
+                tokenfleet_redis::RedisStoreError::CaFile { .. } => "ca_file",
+                _ => "url",
+            };
+            self.error(&child(path, key), error.to_string())
+        })?;
 
-        Ok(StoreConfig::Redis(RedisStoreConfig {
+        Ok(StoreConfig::Redis(Box::new(RedisStoreConfig {
             settings,
             password_env,
             password_line: self.line(&child(path, "password")),
-        }))
+        })))
     }
 
     #[cfg(feature = "redis")]

@@ -526,10 +526,10 @@ fn store_errors_name_line_and_key() {
             "redis://127.0.0.1:6379/",
         ),
         (
-            "[store]\ntype = \"redis\"\nurl = \"rediss://:hunter2@127.0.0.1/\"\n",
-            3,
-            "store.url",
-            "rediss://:***@127.0.0.1/",
+            "[store]\ntype = \"redis\"\nurl = \"redis://127.0.0.1/\"\nca_file = 3\n",
+            4,
+            "store.ca_file",
+            "PEM file",
         ),
         (
             "[store]\ntype = \"redis\"\nurl = \"redis://127.0.0.1/\"\npassword = \"hunter2\"\n",
@@ -546,6 +546,27 @@ fn store_errors_name_line_and_key() {
         assert_eq!(error.key, key, "{display}");
         assert!(display.contains(hint), "{display}");
         assert!(!display.contains("hunter2"), "{display}");
+    }
+}
+
+/// Checks a `rediss://` URL: accepted with the `redis-tls` feature, and
+/// otherwise rejected with an error naming it.
+#[test]
+fn tls_url_needs_feature() {
+    let text = "[store]\ntype = \"redis\"\nurl = \"rediss://:hunter2@127.0.0.1/\"\n";
+    match config::parse(text, "test.toml") {
+        Ok(parsed) => {
+            let shown = format!("{parsed:?}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+        Err(error) => {
+            let display = error.to_string();
+            assert_eq!(error.line, Some(3), "{display}");
+            assert_eq!(error.key, "store.url", "{display}");
+            assert!(display.contains("rediss://:***@127.0.0.1/"), "{display}");
+            assert!(display.contains("`redis-tls`"), "{display}");
+            assert!(!display.contains("hunter2"), "{display}");
+        }
     }
 }
 

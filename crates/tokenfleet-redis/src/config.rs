@@ -2,6 +2,7 @@
 //! building one.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -47,6 +48,9 @@ pub struct RedisConfig {
     /// The start of every key, so that several pools or programs can share
     /// one database.
     pub prefix: String,
+    /// A PEM file of certificate authorities to trust for `rediss://`, in
+    /// addition to the system's, for a server with a private certificate.
+    pub ca_file: Option<PathBuf>,
     /// The behaviour when Redis is unavailable.
     pub on_unavailable: OnUnavailable,
     /// How long one command, including connecting, may take before it
@@ -83,6 +87,7 @@ impl RedisConfig {
             url: url.into(),
             password: None,
             prefix: DEFAULT_PREFIX.to_owned(),
+            ca_file: None,
             on_unavailable: OnUnavailable::Fail,
             command_timeout: Duration::from_secs(1),
             lease_ttl: Duration::from_secs(120),
@@ -101,6 +106,12 @@ impl RedisConfig {
     /// Sets the key prefix.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets a PEM file of certificate authorities to trust for `rediss://`.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
         self
     }
 
@@ -147,6 +158,7 @@ impl fmt::Debug for RedisConfig {
             .field("url", &scrub_url(&self.url))
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("prefix", &self.prefix)
+            .field("ca_file", &self.ca_file)
             .field("on_unavailable", &self.on_unavailable)
             .field("command_timeout", &self.command_timeout)
             .field("lease_ttl", &self.lease_ttl)
@@ -172,12 +184,21 @@ pub enum RedisStoreError {
     },
     /// The URL requests TLS, which this build does not include.
     #[error(
-        "the Redis URL {url} asks for TLS (rediss://), which this build of tokenfleet-redis \
-         does not support; use redis:// on a trusted network or a TLS tunnel to the server"
+        "the Redis URL {url} asks for TLS (rediss://), which this build does not include; \
+         enable the `tls` feature of tokenfleet-redis (the `redis-tls` feature of tokenfleet), \
+         or use redis:// on a trusted network"
     )]
     TlsUnsupported {
         /// The URL without its password.
         url: String,
+    },
+    /// The certificate authority file cannot be read.
+    #[error("cannot read the Redis CA file {path}: {reason}; name a readable PEM file")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// The reason it cannot be read.
+        reason: String,
     },
     /// A setting is out of range.
     #[error("invalid Redis store setting `{setting}`: {reason}")]

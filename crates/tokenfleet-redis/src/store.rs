@@ -125,10 +125,16 @@ impl RedisStore {
     /// # Errors
     ///
     /// Returns [`RedisStoreError::InvalidUrl`] for a URL that is not a
-    /// Redis URL, [`RedisStoreError::TlsUnsupported`] for `rediss://`, and
+    /// Redis URL, [`RedisStoreError::TlsUnsupported`] for `rediss://`
+    /// without the `tls` feature, [`RedisStoreError::CaFile`] for a CA file
+    /// that cannot be read, and
     /// [`RedisStoreError::InvalidSetting`] for a zero timeout or lease.
     pub fn new(config: RedisConfig) -> Result<Self, RedisStoreError> {
         let url = scrub_url(&config.url);
+        let scheme = config.url.split_once("://").map(|(scheme, _)| scheme);
+        if matches!(scheme, Some("rediss" | "valkeys")) && !cfg!(feature = "tls") {
+            return Err(RedisStoreError::TlsUnsupported { url });
+        }
         let mut info = config
             .url
             .as_str()
@@ -137,9 +143,7 @@ impl RedisStore {
                 url: url.clone(),
                 reason: describe_url_error(&error),
             })?;
-        if matches!(info.addr, redis::ConnectionAddr::TcpTls { .. }) {
-            return Err(RedisStoreError::TlsUnsupported { url });
-        }
+        let tls = matches!(info.addr, redis::ConnectionAddr::TcpTls { .. });
         if let Some(password) = &config.password {
             info.redis.password = Some(password.expose_secret().to_owned());
         }
@@ -154,10 +158,7 @@ impl RedisStore {
                 });
             }
         }
-        let client = redis::Client::open(info).map_err(|error| RedisStoreError::InvalidUrl {
-            url: url.clone(),
-            reason: describe_url_error(&error),
-        })?;
+        let client = open_client(info, tls, config.ca_file.as_deref(), &url)?;
 
         let connection = Connection {
             client,
@@ -376,6 +377,54 @@ impl Connection {
             );
         }
     }
+}
+
+/// Builds the client, with TLS settings for a `rediss://` URL.
+#[cfg(feature = "tls")]
+fn open_client(
+    info: redis::ConnectionInfo,
+    tls: bool,
+    ca_file: Option<&std::path::Path>,
+    url: &str,
+) -> Result<redis::Client, RedisStoreError> {
+    let invalid = |error: RedisError| RedisStoreError::InvalidUrl {
+        url: url.to_owned(),
+        reason: describe_url_error(&error),
+    };
+    if !tls {
+        return redis::Client::open(info).map_err(invalid);
+    }
+    // rustls needs a crypto provider for the process. Another library may
+    // have installed one already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let root_cert = match ca_file {
+        Some(path) => Some(
+            std::fs::read(path).map_err(|error| RedisStoreError::CaFile {
+                path: path.display().to_string(),
+                reason: error.to_string(),
+            })?,
+        ),
+        None => None,
+    };
+    let certificates = redis::TlsCertificates {
+        client_tls: None,
+        root_cert,
+    };
+    redis::Client::build_with_tls(info, certificates).map_err(invalid)
+}
+
+/// Builds the client; `new` has rejected `rediss://` already.
+#[cfg(not(feature = "tls"))]
+fn open_client(
+    info: redis::ConnectionInfo,
+    _tls: bool,
+    _ca_file: Option<&std::path::Path>,
+    url: &str,
+) -> Result<redis::Client, RedisStoreError> {
+    redis::Client::open(info).map_err(|error| RedisStoreError::InvalidUrl {
+        url: url.to_owned(),
+        reason: describe_url_error(&error),
+    })
 }
 
 /// Describes a Redis error without any part of the connection's password.

@@ -516,6 +516,7 @@ async fn unreachable_server_falls_back_locally() {
     assert!(!store.is_available());
 }
 
+#[cfg(not(feature = "tls"))]
 #[test]
 fn tls_url_is_rejected_clearly() {
     let error = RedisStore::new(RedisConfig::new("rediss://:hunter2@127.0.0.1:6380/"))
