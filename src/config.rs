@@ -1,5 +1,5 @@
-//! The TOML configuration: providers with their tokens, the strategy and
-//! the wait policy.
+//! The TOML configuration: providers with their tokens, the strategy, the
+//! wait policy and the state store.
 //!
 //! Every error names the file, the line and the key path, and states what
 //! would be valid. Plugin tables are deserialized by typetag, which loses
@@ -18,6 +18,11 @@ use tokenfleet_core::{Provider, RotationStrategy, Token, WaitPolicy};
 use toml::Value;
 
 use crate::sources::{self, VaultSettings};
+mod store;
+
+#[cfg(feature = "redis")]
+pub use store::RedisStoreConfig;
+pub use store::StoreConfig;
 
 /// The parsed configuration, before tokens are read from their sources.
 #[derive(Debug)]
@@ -29,6 +34,8 @@ pub struct FleetConfig {
     pub providers: Vec<ProviderConfig>,
     /// The behaviour of `acquire` when no token has budget.
     pub wait: WaitPolicy,
+    /// The state store of every pool.
+    pub store: StoreConfig,
     pub(crate) origin: String,
 }
 
@@ -187,7 +194,7 @@ fn render(path: &[Segment]) -> String {
     out
 }
 
-const TOP_KEYS: [&str; 4] = ["strategy", "providers", "wait", "vault"];
+const TOP_KEYS: [&str; 5] = ["strategy", "providers", "wait", "vault", "store"];
 const PROVIDER_KEYS: [&str; 3] = ["name", "tokens", "tokens_env"];
 const TOKEN_KEYS: [&str; 12] = [
     "env",
@@ -363,10 +370,16 @@ impl Parser<'_> {
             }
         };
 
+        let store = match root.get("store") {
+            None => StoreConfig::Memory,
+            Some(value) => self.store(value)?,
+        };
+
         Ok(FleetConfig {
             strategy,
             providers,
             wait,
+            store,
             origin: self.origin.to_owned(),
         })
     }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use tokenfleet_client::{default_http, Client, ClientBuilder, ClientError, ReqwestTransport};
 use tokenfleet_core::{
-    Clock, Provider, RotationStrategy, SystemClock, Token, TokenPool, TokenSnapshot, TokenSource,
-    WaitPolicy,
+    Clock, Provider, RotationStrategy, StateStore, SystemClock, Token, TokenPool, TokenSnapshot,
+    TokenSource, WaitPolicy,
 };
 
 use crate::config::{self, ConfigError, FleetConfig};
@@ -49,6 +49,10 @@ pub struct Fleet {
 
 type StrategyFactory = Arc<dyn Fn() -> Box<dyn RotationStrategy> + Send + Sync>;
 
+/// Builds the state store of one pool from the provider's name and the
+/// fleet's clock.
+type StoreFactory = Arc<dyn Fn(&str, &Arc<dyn Clock>) -> Arc<dyn StateStore> + Send + Sync>;
+
 struct ProviderEntry {
     name: String,
     provider: Arc<dyn Provider>,
@@ -67,6 +71,7 @@ pub struct FleetBuilder {
     wait: WaitPolicy,
     seed: Option<u64>,
     client: Option<ClientBuilder>,
+    store: Option<StoreFactory>,
 }
 
 impl std::fmt::Debug for FleetBuilder {
@@ -76,6 +81,7 @@ impl std::fmt::Debug for FleetBuilder {
             .field("providers", &names)
             .field("clock", &self.clock)
             .field("wait", &self.wait)
+            .field("shared_store", &self.store.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -90,6 +96,7 @@ impl Default for FleetBuilder {
             wait: WaitPolicy::Fail,
             seed: None,
             client: None,
+            store: None,
         }
     }
 }
@@ -164,6 +171,21 @@ impl FleetBuilder {
         self
     }
 
+    /// Sets a factory for the state store of each pool, called with the
+    /// provider's name and the fleet's clock. Each pool keeps its state in
+    /// memory by default.
+    ///
+    /// A store shared between processes, such as a Redis store, should
+    /// give each provider its own key space, because two providers may
+    /// have accounts of the same name.
+    pub fn store<F>(mut self, factory: F) -> Self
+    where
+        F: Fn(&str, &Arc<dyn Clock>) -> Arc<dyn StateStore> + Send + Sync + 'static,
+    {
+        self.store = Some(Arc::new(factory));
+        self
+    }
+
     /// Sets the client settings (retries, backoff) of every provider.
     pub fn client(mut self, client: ClientBuilder) -> Self {
         self.client = Some(client);
@@ -200,6 +222,9 @@ impl FleetBuilder {
                 .wait(self.wait);
             if let Some(seed) = self.seed {
                 pool = pool.seed(seed);
+            }
+            if let Some(factory) = &self.store {
+                pool = pool.store(factory(&entry.name, &self.clock));
             }
             let pool = pool.build()?;
             let mut client = self.client.clone().unwrap_or_default();
@@ -258,6 +283,13 @@ impl Fleet {
     /// As [`Fleet::from_config_file`].
     pub fn from_config(config: FleetConfig, base: FleetBuilder) -> Result<Self, FleetError> {
         let mut builder = base.wait(config.wait);
+        #[cfg(feature = "redis")]
+        if let config::StoreConfig::Redis(redis) = &config.store {
+            let store = Arc::new(redis.build(&config.origin)?);
+            builder = builder.store(move |name, clock| {
+                Arc::new(store.scoped(name).with_clock(Arc::clone(clock)))
+            });
+        }
         for provider in &config.providers {
             let tokens = provider.resolve_tokens(&config.origin)?;
             let sourced = provider.resolve_sourced(&config.origin)?;

@@ -40,6 +40,8 @@ pub use tokenfleet_http as http;
 pub use tokenfleet_priority::Priority;
 #[cfg(feature = "rate-aware")]
 pub use tokenfleet_rate_aware::RateAware;
+#[cfg(feature = "redis")]
+pub use tokenfleet_redis as redis;
 #[cfg(feature = "round-robin")]
 pub use tokenfleet_round_robin::RoundRobin;
 #[cfg(feature = "vault")]

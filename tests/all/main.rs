@@ -13,6 +13,7 @@ mod multi;
 mod pagination;
 mod plugins;
 mod redirects;
+mod redis;
 mod responses;
 mod rotation;
 mod secondary;

@@ -304,11 +304,16 @@ async fn invalid_tokens_fail_both_commands() {
 async fn simulate_runs_repos_and_status() {
     let output = run(tokenfleet(&["status", "--simulate", "--format", "json"])).await;
     assert!(output.status.success(), "{:?}", output.status);
-    assert!(stderr(&output).contains("running on the GitHub simulator at http://127.0.0.1:"));
+    assert!(stderr(&output).contains("running on simulators on 127.0.0.1"));
+    assert!(stderr(&output).contains("gitlab at http://127.0.0.1:"));
     let lines = json_lines(&output);
-    assert_eq!(lines.len(), 4, "{lines:?}");
+    // Four GitHub tokens and two of each other forge.
+    assert_eq!(lines.len(), 10, "{lines:?}");
+    let github = lines.iter().filter(|l| l["provider"] == "github").count();
+    assert_eq!(github, 4, "{lines:?}");
+    // One GitHub and one Gitea demo token are unknown to their simulators.
     let invalid = lines.iter().filter(|l| l["status"] == "invalid").count();
-    assert_eq!(invalid, 1, "{lines:?}");
+    assert_eq!(invalid, 2, "{lines:?}");
 
     // 8 + 130 repositories take 3 requests, within the demo's budget of
     // 10 per 30 s window, so this run need not wait for a reset.

@@ -486,8 +486,19 @@ impl TokenPool {
                 }
             })
             .collect();
+        let ids: Vec<&TokenId> = rows.iter().map(|row| row.token.id()).collect();
         let mut views = Vec::with_capacity(rows.len());
-        self.inner.store.view(&keys, &mut views).await?;
+        let mut invalid = Vec::with_capacity(rows.len());
+        // Both reads go out together, so a shared store pays one round trip.
+        let (viewed, marked) = futures::join!(
+            self.inner.store.view(&keys, &mut views),
+            self.inner.store.invalid_tokens(&ids, &mut invalid)
+        );
+        viewed?;
+        marked?;
+        if invalid.iter().any(|marked| *marked) {
+            self.adopt_invalid(&rows, &invalid)?;
+        }
 
         let mut candidates = Vec::with_capacity(rows.len());
         let mut until_ms: Option<u64> = None;
@@ -498,6 +509,9 @@ impl TokenPool {
                     Some(at) => keep_earliest(&mut until_ms, at),
                     None => busy = true,
                 }
+                continue;
+            }
+            if invalid.get(position).copied().unwrap_or(false) {
                 continue;
             }
             if row.account_pending {
@@ -557,6 +571,31 @@ impl TokenPool {
             candidates.remove(chosen);
         }
         Ok(Attempt::Wait { until_ms, busy })
+    }
+
+    /// Marks the tokens another process found invalid as invalid here too.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::AllInvalid`] when no valid token is left.
+    fn adopt_invalid(&self, rows: &[Row], invalid: &[bool]) -> Result<(), Error> {
+        let mut state = self.inner.state.lock();
+        for (row, _) in rows.iter().zip(invalid).filter(|(_, marked)| **marked) {
+            if let Some(entry) = state.tokens.get_mut(row.token_index) {
+                if !entry.invalid {
+                    entry.invalid = true;
+                    tracing::warn!(
+                        provider = self.inner.provider.kind(),
+                        token = %entry.token.id(),
+                        "token marked invalid by another process sharing the store; it is not used again"
+                    );
+                }
+            }
+        }
+        if state.tokens.iter().all(|entry| entry.invalid) {
+            return Err(self.all_invalid(&state.tokens));
+        }
+        Ok(())
     }
 
     fn no_tokens(&self) -> Error {

@@ -9,16 +9,18 @@ use std::fmt;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
+use crate::token::TokenId;
+
 /// How far apart two resets of one window may be and still name the same
 /// window. Resets are converted from server time with a skew estimate
 /// that moves by up to a second, so exact equality is too strict.
-const SAME_WINDOW_TOLERANCE_MS: u64 = 2_000;
+pub const SAME_WINDOW_TOLERANCE_MS: u64 = 2_000;
 
 /// The first cooldown after a secondary limit that gave no wait.
-const SECONDARY_BASE_COOLDOWN_MS: u64 = 60_000;
+pub const SECONDARY_BASE_COOLDOWN_MS: u64 = 60_000;
 
 /// The maximum cooldown that repeated secondary limits grow to.
-const SECONDARY_MAX_COOLDOWN_MS: u64 = 15 * 60_000;
+pub const SECONDARY_MAX_COOLDOWN_MS: u64 = 15 * 60_000;
 
 /// Names one (account, bucket) pair, by position for in-process stores and
 /// by name for shared ones.
@@ -240,6 +242,28 @@ pub trait StateStore: Send + Sync + fmt::Debug {
         until_ms: Option<u64>,
         now_ms: u64,
     ) -> Result<u64, StoreError>;
+
+    /// Records that the provider rejected `token`, so that every process
+    /// sharing this store stops using it. The pool keeps its own mark
+    /// too, so a store that is not shared has nothing to record, and the
+    /// default does nothing.
+    async fn mark_invalid(&self, token: &TokenId, now_ms: u64) -> Result<(), StoreError> {
+        let _ = (token, now_ms);
+        Ok(())
+    }
+
+    /// Writes into `out`, in the order of `tokens`, whether another process
+    /// sharing this store has marked each token invalid. The default
+    /// reports none.
+    async fn invalid_tokens(
+        &self,
+        tokens: &[&TokenId],
+        out: &mut Vec<bool>,
+    ) -> Result<(), StoreError> {
+        out.clear();
+        out.resize(tokens.len(), false);
+        Ok(())
+    }
 
     /// Returns the in-process store, which the pool may call without
     /// awaiting.

@@ -165,7 +165,10 @@ impl TokenId {
         &self.0
     }
 
-    fn fingerprint_part(&self) -> &str {
+    /// Returns the fingerprint alone (`tok-` and 8 hex digits), without
+    /// the label, so that processes labelling one token differently still
+    /// name it alike.
+    pub fn fingerprint_part(&self) -> &str {
         match self.0.rfind("tok-") {
             Some(start) => self.0[start..].trim_end_matches(')'),
             None => &self.0,

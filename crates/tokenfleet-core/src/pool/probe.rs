@@ -98,8 +98,15 @@ impl TokenPool {
             .await;
         for (index, result) in &results {
             apply_probe_result(inner, *index, result);
-            if let Ok(probe) = result {
-                apply_probe_limits(inner, *index, probe).await?;
+            match result {
+                Ok(probe) => apply_probe_limits(inner, *index, probe).await?,
+                Err(ProbeError::InvalidToken(_)) if inner.store.as_memory().is_none() => {
+                    // Other processes sharing the store skip the token too.
+                    let token = Arc::clone(&inner.state.lock().tokens[*index].token);
+                    let now_ms = inner.clock.now_ms();
+                    inner.store.mark_invalid(token.id(), now_ms).await?;
+                }
+                Err(_) => {}
             }
         }
         inner.wake_waiters();

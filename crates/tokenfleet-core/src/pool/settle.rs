@@ -1,5 +1,7 @@
 //! Settlement: a response's verdict applied to the pool and its store.
 
+use std::sync::Arc;
+
 use super::lease::LeaseKey;
 use super::{millis, shift, Inner, UNKNOWN_RESET_WAIT_MS};
 use crate::error::Error;
@@ -68,26 +70,38 @@ pub(super) async fn apply_verdict(
         Outcome::InvalidToken => {
             // A rejected request spends no budget of the token's account.
             settlement.sent = false;
-            let mut state = inner.state.lock();
-            if let Some(entry) = state.tokens.get_mut(lease.token_index) {
-                let refetch = match entry.source.as_mut() {
-                    Some(slot) => !slot.reject(now_ms),
-                    None => false,
-                };
-                if refetch {
-                    tracing::warn!(
-                        provider = inner.provider.kind(),
-                        token = %entry.token.id(),
-                        "token rejected; fetching a fresh secret from its source"
-                    );
-                } else if !entry.invalid {
-                    entry.invalid = true;
-                    tracing::warn!(
-                        provider = inner.provider.kind(),
-                        token = %entry.token.id(),
-                        "token rejected as invalid; it is not used again"
-                    );
+            let token = {
+                let mut state = inner.state.lock();
+                match state.tokens.get_mut(lease.token_index) {
+                    Some(entry) if !entry.invalid => {
+                        let refetch = match entry.source.as_mut() {
+                            Some(slot) => !slot.reject(now_ms),
+                            None => false,
+                        };
+                        if refetch {
+                            // A sourced token gets one fresh secret first.
+                            tracing::warn!(
+                                provider = inner.provider.kind(),
+                                token = %entry.token.id(),
+                                "token rejected; fetching a fresh secret from its source"
+                            );
+                            None
+                        } else {
+                            entry.invalid = true;
+                            tracing::warn!(
+                                provider = inner.provider.kind(),
+                                token = %entry.token.id(),
+                                "token rejected as invalid; it is not used again"
+                            );
+                            Some(Arc::clone(&entry.token))
+                        }
+                    }
+                    _ => None,
                 }
+            };
+            // Other processes sharing the store skip the token from now on.
+            if let (Some(token), None) = (token, inner.store.as_memory()) {
+                inner.store.mark_invalid(token.id(), now_ms).await?;
             }
         }
     }
