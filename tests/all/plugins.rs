@@ -75,6 +75,15 @@ impl Provider for PanickyGithub {
         assert_ne!(response.status, 404, "panicky provider panics on purpose");
         self.inner.classify(response)
     }
+
+    async fn probe(
+        &self,
+        _token: &Token,
+        _transport: &dyn tokenfleet::core::Transport,
+        _learn_account: bool,
+    ) -> Result<tokenfleet::core::Probe, tokenfleet::core::ProbeError> {
+        panic!("panicky provider's status request panics on purpose");
+    }
 }
 
 /// Starts a simulator with one account and builds a fleet from TOML that
@@ -178,4 +187,10 @@ async fn panicking_provider_is_named_and_pool_recovers() {
     assert_eq!(sim.remaining("alice", "core"), 4998);
     let tokens = fleet.tokens("panicky_github_test").await;
     assert!(tokens[0].status.is_available(), "{}", tokens[0].status);
+    // The status request panicked too; that is recorded, not fatal.
+    let probe_error = tokens[0].probe_error.as_deref().unwrap_or_default();
+    assert!(
+        probe_error.contains("panicky_github_test provider panicked"),
+        "{probe_error}"
+    );
 }

@@ -67,3 +67,63 @@ async fn same_host_redirect_keeps_token() {
     assert_eq!(response.url().path(), "/users/alice/repos");
     assert_eq!(sim.unauthorized_responses(), 0);
 }
+
+#[test]
+fn foreign_redirect_drops_token_in_query() {
+    let ((response, received), logs) = support::with_logs(async {
+        let clock = support::clock();
+        let sim = support::simulator(&clock).await;
+        sim.add_account("alice", AccountLimits::default());
+        sim.add_token(support::CANARY, "alice");
+        let elsewhere = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/steal"))
+            .respond_with(ResponseTemplate::new(200).set_body_string("stolen?"))
+            .mount(&elsewhere)
+            .await;
+        // The provider echoes the token into a redirect to another host.
+        let target = format!(
+            "{}/steal?page=2&api_key={}",
+            elsewhere.uri(),
+            support::CANARY
+        );
+        sim.add_redirect("/repos/alice/project/tarball", &target);
+        let tokens = vec![Token::new(support::CANARY)];
+        let fleet = support::fleet(&sim.uri(), tokens, &clock, WaitPolicy::Fail);
+        let response = github(&fleet).get("/repos/alice/project/tarball").await;
+        (response, elsewhere.received_requests().await.unwrap())
+    });
+    let response = response.unwrap();
+
+    assert_eq!(response.status(), 200);
+    assert!(!response.url().as_str().contains(support::CANARY));
+    assert_eq!(response.url().query(), Some("page=2"));
+    assert_eq!(received.len(), 1);
+    assert!(!received[0].url.as_str().contains(support::CANARY));
+    assert!(!logs.contains(support::CANARY), "{logs}");
+}
+
+#[tokio::test]
+async fn foreign_redirect_with_token_in_path_is_refused() {
+    let clock = support::clock();
+    let sim = support::simulator(&clock).await;
+    sim.add_account("alice", AccountLimits::default());
+    sim.add_token(support::CANARY, "alice");
+    let elsewhere = MockServer::start().await;
+    let target = format!("{}/keys/{}", elsewhere.uri(), support::CANARY);
+    sim.add_redirect("/repos/alice/project/tarball", &target);
+    let tokens = vec![Token::new(support::CANARY)];
+    let fleet = support::fleet(&sim.uri(), tokens, &clock, WaitPolicy::Fail);
+
+    let error = github(&fleet)
+        .get("/repos/alice/project/tarball")
+        .await
+        .expect_err("the redirect is not followed");
+
+    assert!(
+        matches!(error, tokenfleet::ClientError::ForeignHost { .. }),
+        "{error}"
+    );
+    assert!(!error.to_string().contains(support::CANARY), "{error}");
+    assert!(elsewhere.received_requests().await.unwrap().is_empty());
+}

@@ -120,6 +120,9 @@ async fn worker_process_entry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_processes_spend_exact_budget() {
+    if tokenfleet_redis::testing::skip_without_redis("four_processes_spend_exact_budget") {
+        return;
+    }
     let server = RedisServer::shared_or_start();
     let prefix = server.unique_prefix("processes");
     let sim = GithubSimulator::start().await;
@@ -184,6 +187,9 @@ async fn four_processes_spend_exact_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_token_is_skipped_by_all() {
+    if tokenfleet_redis::testing::skip_without_redis("invalid_token_is_skipped_by_all") {
+        return;
+    }
     let server = RedisServer::shared_or_start();
     let prefix = server.unique_prefix("invalid");
     let clock = support::clock();
@@ -245,6 +251,9 @@ async fn invalid_token_is_skipped_by_all() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_keys_expire_and_hold_no_secret() {
+    if tokenfleet_redis::testing::skip_without_redis("shared_keys_expire_and_hold_no_secret") {
+        return;
+    }
     let server = RedisServer::shared_or_start();
     let prefix = server.unique_prefix("keys");
     let clock = support::clock();
@@ -323,6 +332,9 @@ async fn github_ok(client: &Client) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_mode_reports_store_clearly() {
+    if tokenfleet_redis::testing::skip_without_redis("fail_mode_reports_store_clearly") {
+        return;
+    }
     let mut server = RedisServer::start_with_password(Some("hunter2"));
     let clock = support::clock();
     let sim = support::simulator(&clock).await;
@@ -385,6 +397,9 @@ fn signal(pid: u32, signal: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_mode_survives_restart_and_converges() {
+    if tokenfleet_redis::testing::skip_without_redis("local_mode_survives_restart_and_converges") {
+        return;
+    }
     let mut server = RedisServer::start();
     let prefix = server.unique_prefix("local");
     let clock = support::clock();
@@ -587,6 +602,9 @@ fn unset_password_variable_names_it() {
 
 #[tokio::test]
 async fn fleet_from_toml_shares_store() {
+    if tokenfleet_redis::testing::skip_without_redis("fleet_from_toml_shares_store") {
+        return;
+    }
     let server = RedisServer::shared_or_start();
     let prefix = server.unique_prefix("toml");
     let sim = GithubSimulator::start().await;

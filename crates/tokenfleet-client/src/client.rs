@@ -313,6 +313,9 @@ impl Client {
             let verdict = contain(provider.kind(), "classifying a response", || {
                 provider.classify(&view)
             })?;
+            // A redirect may repeat the token in its URL (a query-parameter
+            // token), which must not follow it to another host.
+            let redirect_token = status.is_redirection().then(|| lease.token().clone());
             lease.complete(&verdict).await?;
             tracing::trace!(
                 provider = provider.kind(),
@@ -373,6 +376,18 @@ impl Client {
                         url = target;
                         continue;
                     }
+                    let Some(target) = redirect_token
+                        .as_ref()
+                        .map_or(Some(target.clone()), |token| {
+                            without_secret(&target, token.secret())
+                        })
+                    else {
+                        return Err(ClientError::ForeignHost {
+                            provider: provider.kind().to_owned(),
+                            url: "a redirect URL that repeats the token".to_owned(),
+                            base: scrub_url(provider.base_url()),
+                        });
+                    };
                     return self
                         .follow_foreign(method, target, headers, body, attempts + 1)
                         .await;
@@ -467,4 +482,25 @@ fn contain<T>(provider: &str, step: &str, run: impl FnOnce() -> T) -> Result<T, 
         plugin: provider.to_owned(),
         message: format!("the provider panicked while {step}"),
     })
+}
+
+/// Returns `url` without the query parameters that carry `secret`, or
+/// `None` when the secret sits in a part that cannot be dropped (the path,
+/// the fragment or the user information).
+fn without_secret(url: &Url, secret: &str) -> Option<Url> {
+    if secret.is_empty() || !url.as_str().contains(secret) {
+        return Some(url.clone());
+    }
+    let mut clean = url.clone();
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(name, value)| !name.contains(secret) && !value.contains(secret))
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    if kept.is_empty() {
+        clean.set_query(None);
+    } else {
+        clean.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    (!clean.as_str().contains(secret)).then_some(clean)
 }

@@ -55,6 +55,10 @@ const SKEW_TOLERANCE_MS: i64 = 2_000;
 /// The largest `Date` offset taken as clock skew.
 const MAX_SKEW_MS: i64 = 24 * 3_600_000;
 
+/// The longest a token waits for a reset or a retry time, seven days: longer
+/// than any documented window (GitLab's project-creation limit counts a day).
+const MAX_WAIT_MS: u64 = 7 * 24 * 3_600_000;
+
 /// How long a token waits after a primary limit whose reset time is unknown.
 const UNKNOWN_RESET_WAIT_MS: u64 = 60_000;
 
@@ -785,14 +789,32 @@ impl Inner {
     }
 
     /// Converts an observation to local time. A remaining budget above the
-    /// limit, which no provider means, is read as the limit.
-    fn to_local(observation: &Observation, skew_ms: i64) -> LocalObservation {
+    /// limit, which no provider means, is read as the limit, and a reset
+    /// beyond [`MAX_WAIT_MS`] is brought back to it.
+    fn to_local(&self, observation: &Observation, skew_ms: i64, now_ms: u64) -> LocalObservation {
         LocalObservation {
             limit: observation.limit,
             remaining: observation.remaining.min(observation.limit),
             used: observation.used,
-            reset_ms: shift(observation.reset_ms, skew_ms),
+            reset_ms: self.bound_wait(shift(observation.reset_ms, skew_ms), now_ms),
         }
+    }
+
+    /// Returns `until_ms`, or the latest time the pool waits for when it lies
+    /// further ahead: a reset years away is a unit mistake (milliseconds read
+    /// as seconds), not a reason to retire a token for good.
+    fn bound_wait(&self, until_ms: u64, now_ms: u64) -> u64 {
+        let latest = now_ms.saturating_add(MAX_WAIT_MS);
+        if until_ms > latest {
+            tracing::warn!(
+                provider = self.provider.kind(),
+                wait_ms = until_ms.saturating_sub(now_ms),
+                max_wait_ms = MAX_WAIT_MS,
+                "a reset or retry time lies too far ahead; waiting the maximum instead"
+            );
+            return latest;
+        }
+        until_ms
     }
 
     fn bucket_index(&self, bucket: &Bucket) -> usize {

@@ -503,8 +503,9 @@ async fn huge_durations_saturate() {
     let lease = pool.acquire(&core()).await.unwrap();
     assert!(clock.now_ms() >= 1_000_000 + 3_600_000);
 
-    // A retry-after past the end of time cools the account down for good,
-    // without wrapping into the past.
+    // A retry-after past the end of time neither wraps into the past nor
+    // retires the token for good: the wait stops at seven days.
+    let now = clock.now_ms();
     lease
         .complete(&Verdict::new(Outcome::SecondaryLimit {
             retry_after: Some(Duration::from_secs(u64::MAX)),
@@ -512,14 +513,53 @@ async fn huge_durations_saturate() {
         .await
         .unwrap();
     let statuses = pool.tokens().await;
-    assert!(matches!(
-        statuses[0].status,
-        TokenStatus::RateLimited {
-            kind: LimitKind::Secondary,
-            until_ms: u64::MAX,
-            ..
-        }
-    ));
+    let seven_days = 7 * 24 * 3_600_000;
+    assert!(
+        matches!(
+            statuses[0].status,
+            TokenStatus::RateLimited {
+                kind: LimitKind::Secondary,
+                until_ms,
+                ..
+            } if until_ms == now + seven_days
+        ),
+        "{}",
+        statuses[0].status
+    );
+}
+
+#[tokio::test]
+async fn reset_years_ahead_is_bounded() {
+    let clock = ManualClock::new(1_000_000);
+    let server = Server::new(clock.clone());
+    server.add("a", 5, 0);
+    let pool = known_pool(
+        &clock,
+        &server,
+        vec![Token::new("t1").with_account("a")],
+        5,
+        WaitPolicy::Fail,
+    )
+    .await;
+
+    // A reset in milliseconds read as seconds lands some 50,000 years ahead.
+    let lease = pool.acquire(&core()).await.unwrap();
+    let far = Verdict::new(Outcome::PrimaryLimit {
+        reset_ms: Some(1_700_000_000_000 * 1000),
+    });
+    lease.complete(&far).await.unwrap();
+
+    let error = pool
+        .acquire(&core())
+        .await
+        .expect_err("the budget is spent");
+    let Error::Exhausted(exhausted) = error else {
+        panic!("expected exhaustion");
+    };
+    assert_eq!(
+        exhausted.earliest_reset_ms,
+        Some(clock.now_ms() + 7 * 24 * 3_600_000)
+    );
 }
 
 /// A store that hides its in-memory nature, so the pool takes the path a

@@ -185,3 +185,32 @@ fn wait_until_listening(port: u16) {
     }
     panic!("redis-server on port {port} did not accept connections within {START_TIMEOUT:?}");
 }
+
+/// The variable that makes tests fail, rather than skip, when a tool they
+/// need (`redis-server`) is missing. CI sets it.
+pub const REQUIRE_TOOLS_VARIABLE: &str = "TOKENFLEET_REQUIRE_TOOLS";
+
+/// Returns true, after printing why, when `test` should be skipped: no
+/// server is named in the URL variable, `redis-server` is not installed and
+/// the run does not require the tools. A fresh machine can then run
+/// `cargo test --workspace` without Redis, while CI still fails loudly.
+pub fn skip_without_redis(test: &str) -> bool {
+    if std::env::var_os(URL_VARIABLE).is_some()
+        || std::env::var_os(REQUIRE_TOOLS_VARIABLE).is_some()
+    {
+        return false;
+    }
+    let installed = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !installed {
+        eprintln!(
+            "skipping {test}: redis-server is not installed (Debian: apt-get install -y \
+             redis-server); set {REQUIRE_TOOLS_VARIABLE}=1 to make this a failure"
+        );
+    }
+    !installed
+}

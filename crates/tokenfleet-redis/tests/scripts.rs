@@ -81,6 +81,9 @@ async fn keys_under(server: &RedisServer, prefix: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn last_unit_goes_to_one_connection() {
+    if tokenfleet_redis::testing::skip_without_redis("last_unit_goes_to_one_connection") {
+        return;
+    }
     let server = RedisServer::shared_or_start();
     let prefix = server.unique_prefix("last-unit");
     for round in 0..20u64 {
@@ -110,6 +113,9 @@ async fn last_unit_goes_to_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_reservations_never_overshoot() {
+    if tokenfleet_redis::testing::skip_without_redis("concurrent_reservations_never_overshoot") {
+        return;
+    }
     let server = RedisServer::shared_or_start();
     let prefix = server.unique_prefix("overshoot");
     let stores: Vec<Arc<RedisStore>> = (0..4).map(|_| Arc::new(store(&server, &prefix))).collect();
@@ -140,6 +146,9 @@ async fn concurrent_reservations_never_overshoot() {
 
 #[tokio::test]
 async fn newest_observation_wins() {
+    if tokenfleet_redis::testing::skip_without_redis("newest_observation_wins") {
+        return;
+    }
     let server = RedisServer::shared_or_start();
     let prefix = server.unique_prefix("newest");
     let store = store(&server, &prefix);
@@ -181,6 +190,9 @@ async fn newest_observation_wins() {
 
 #[tokio::test]
 async fn late_settlement_does_not_roll_back() {
+    if tokenfleet_redis::testing::skip_without_redis("late_settlement_does_not_roll_back") {
+        return;
+    }
     let server = RedisServer::shared_or_start();
     let prefix = server.unique_prefix("late-settle");
     let store = store(&server, &prefix);
@@ -213,11 +225,17 @@ async fn late_settlement_does_not_roll_back() {
 
 #[tokio::test]
 async fn scripts_match_memory_store() {
+    if tokenfleet_redis::testing::skip_without_redis("scripts_match_memory_store") {
+        return;
+    }
     compare_with_memory_store(Duration::ZERO).await;
 }
 
 #[tokio::test]
 async fn cached_views_match_memory_store() {
+    if tokenfleet_redis::testing::skip_without_redis("cached_views_match_memory_store") {
+        return;
+    }
     compare_with_memory_store(Duration::from_secs(60)).await;
 }
 
@@ -321,6 +339,9 @@ async fn compare_with_memory_store(view_max_age: Duration) {
 
 #[tokio::test]
 async fn every_key_expires() {
+    if tokenfleet_redis::testing::skip_without_redis("every_key_expires") {
+        return;
+    }
     let server = RedisServer::shared_or_start();
     let prefix = server.unique_prefix("ttl");
     let store = store(&server, &prefix);
@@ -358,6 +379,9 @@ async fn every_key_expires() {
 
 #[tokio::test]
 async fn keys_hold_no_secret() {
+    if tokenfleet_redis::testing::skip_without_redis("keys_hold_no_secret") {
+        return;
+    }
     let server = RedisServer::shared_or_start();
     let prefix = server.unique_prefix("secret");
     let store = store(&server, &prefix);
@@ -377,6 +401,9 @@ async fn keys_hold_no_secret() {
 
 #[tokio::test]
 async fn crashed_reservations_lapse() {
+    if tokenfleet_redis::testing::skip_without_redis("crashed_reservations_lapse") {
+        return;
+    }
     let server = RedisServer::shared_or_start();
     let prefix = server.unique_prefix("lapse");
     let survivor = store(&server, &prefix);
@@ -408,6 +435,9 @@ async fn crashed_reservations_lapse() {
 
 #[tokio::test]
 async fn invalid_mark_is_shared() {
+    if tokenfleet_redis::testing::skip_without_redis("invalid_mark_is_shared") {
+        return;
+    }
     let server = RedisServer::shared_or_start();
     let prefix = server.unique_prefix("invalid");
     let first = store(&server, &prefix);
@@ -429,6 +459,9 @@ async fn invalid_mark_is_shared() {
 
 #[tokio::test]
 async fn unlimited_covers_new_buckets() {
+    if tokenfleet_redis::testing::skip_without_redis("unlimited_covers_new_buckets") {
+        return;
+    }
     let server = RedisServer::shared_or_start();
     let prefix = server.unique_prefix("unlimited");
     let store = store(&server, &prefix);
@@ -447,6 +480,9 @@ async fn unlimited_covers_new_buckets() {
 
 #[tokio::test]
 async fn cooldown_is_shared() {
+    if tokenfleet_redis::testing::skip_without_redis("cooldown_is_shared") {
+        return;
+    }
     let server = RedisServer::shared_or_start();
     let prefix = server.unique_prefix("cooldown");
     let first = store(&server, &prefix);
@@ -541,6 +577,9 @@ fn invalid_url_is_rejected_clearly() {
 
 #[tokio::test]
 async fn view_keeps_order_of_repeated_keys() {
+    if tokenfleet_redis::testing::skip_without_redis("view_keeps_order_of_repeated_keys") {
+        return;
+    }
     let server = RedisServer::shared_or_start();
     let prefix = server.unique_prefix("repeated");
     let store = store(&server, &prefix);
@@ -566,6 +605,9 @@ async fn view_keeps_order_of_repeated_keys() {
 
 #[tokio::test]
 async fn cached_marks_refresh_after_max_age() {
+    if tokenfleet_redis::testing::skip_without_redis("cached_marks_refresh_after_max_age") {
+        return;
+    }
     let server = RedisServer::shared_or_start();
     let prefix = server.unique_prefix("cached-marks");
     let age = Duration::from_millis(50);

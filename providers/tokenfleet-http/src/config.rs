@@ -311,6 +311,17 @@ fn check_statuses(settings: &HttpSettings) -> Result<BTreeMap<u16, StatusClass>,
                     format!("{status} is not an HTTP status; expected a number from 100 to 599"),
                 ));
             }
+            // A success or redirect in these lists would retire or throttle
+            // every token that is served normally.
+            if status < 400 {
+                return Err(ConfigError::new(
+                    key,
+                    format!(
+                        "{status} is not an error status; list 4xx or 5xx statuses such as \
+                         429 or 503"
+                    ),
+                ));
+            }
             match classes.get(&status) {
                 Some((other, other_key)) if *other != class => {
                     return Err(ConfigError::new(

@@ -205,6 +205,8 @@ mod tests {
         let cases = [
             ("limit_header = \"\"", "limit_header"),
             ("throttle_statuses = [429, 700]", "throttle_statuses"),
+            ("invalid_statuses = [200]", "invalid_statuses"),
+            ("throttle_statuses = [302]", "throttle_statuses"),
             ("invalid_statuses = [401, 429]", "invalid_statuses"),
             ("status_endpoint = \"quota\"", "status_endpoint"),
             (

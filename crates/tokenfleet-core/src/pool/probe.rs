@@ -3,7 +3,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use std::panic::AssertUnwindSafe;
+
+use futures::{FutureExt, StreamExt};
 
 use super::{Inner, TokenPool};
 use crate::error::Error;
@@ -14,6 +16,10 @@ use crate::token::Token;
 
 /// How many status requests run at once.
 const PROBE_CONCURRENCY: usize = 16;
+
+/// How long one status request may take, in real time, before the pool
+/// gives up on it and learns the budget from responses.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl TokenPool {
     /// Reads the limits of every token that has not been probed yet, once:
@@ -87,7 +93,22 @@ impl TokenPool {
         let probes = owned
             .into_iter()
             .map(|(index, token, learn_account)| async move {
-                let result = inner.provider.probe(&token, transport, learn_account).await;
+                let probe = inner.provider.probe(&token, transport, learn_account);
+                // A provider plugin that panics or never returns fails only
+                // this status request; the pool learns from responses instead.
+                let guarded = AssertUnwindSafe(probe).catch_unwind();
+                let result = match tokio::time::timeout(PROBE_TIMEOUT, guarded).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(_)) => Err(ProbeError::Failed(format!(
+                        "the {} provider panicked while reading the token's limits",
+                        inner.provider.kind()
+                    ))),
+                    Err(_) => Err(ProbeError::Failed(format!(
+                        "the {} provider's status request did not finish within {} s",
+                        inner.provider.kind(),
+                        PROBE_TIMEOUT.as_secs()
+                    ))),
+                };
                 (index, result)
             });
         // Bounded, so a pool of a thousand tokens does not open a thousand
@@ -144,7 +165,7 @@ async fn apply_probe_limits(inner: &Inner, token_index: usize, probe: &Probe) ->
             bucket: bucket_index,
             bucket_name: bucket.as_str(),
         };
-        let local = Inner::to_local(observation, skew_ms);
+        let local = inner.to_local(observation, skew_ms, now_ms);
         store_call!(
             inner,
             observe_now(key, &local),

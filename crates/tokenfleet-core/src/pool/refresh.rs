@@ -1,8 +1,11 @@
 //! Sourced tokens: fetching a secret before first use and ahead of expiry,
 //! in background tasks, so other tokens keep serving meanwhile.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+use futures::FutureExt;
 
 use super::{Inner, TokenEntry};
 use crate::source::{SourceError, TokenSource};
@@ -16,6 +19,9 @@ const EXPIRY_MARGIN_MS: u64 = 60_000;
 
 /// The first wait after a failed fetch; it doubles up to the maximum.
 const RETRY_BASE_MS: u64 = 30_000;
+
+/// How long one fetch may take, in real time.
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The longest wait between failed fetches.
 const RETRY_MAX_MS: u64 = 10 * 60_000;
@@ -158,7 +164,25 @@ async fn fetch(inner: &Inner, index: usize) {
     };
     let now_ms = inner.clock.now_ms();
     let result = match inner.transport.as_deref() {
-        Some(transport) => source.fetch(transport, now_ms).await,
+        Some(transport) => {
+            // A source that panics or never returns fails this fetch only,
+            // so the token does not stay "fetching" forever.
+            let guarded = AssertUnwindSafe(source.fetch(transport, now_ms)).catch_unwind();
+            match tokio::time::timeout(FETCH_TIMEOUT, guarded).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(SourceError {
+                    source_name: source.describe(),
+                    message: "the source panicked while fetching".to_owned(),
+                }),
+                Err(_) => Err(SourceError {
+                    source_name: source.describe(),
+                    message: format!(
+                        "the fetch did not finish within {} s",
+                        FETCH_TIMEOUT.as_secs()
+                    ),
+                }),
+            }
+        }
         None => Err(SourceError {
             source_name: source.describe(),
             message: "the pool has no transport to fetch with; build it with a transport"

@@ -19,7 +19,7 @@ pub(super) async fn apply_verdict(
     let observation = verdict.observation.as_ref();
     let observed_bucket = observation.and_then(|o| o.bucket.as_ref());
     let own_bucket = observed_bucket.is_none_or(|b| *b == lease.bucket_name);
-    let local = observation.map(|o| Inner::to_local(o, skew_ms));
+    let local = observation.map(|o| inner.to_local(o, skew_ms, now_ms));
     let key = lease.key();
 
     let mut settlement = Settlement {
@@ -46,12 +46,15 @@ pub(super) async fn apply_verdict(
                     .or(local.map(|l| l.reset_ms))
                     .filter(|until| *until > now_ms)
                     .unwrap_or(now_ms.saturating_add(UNKNOWN_RESET_WAIT_MS));
+                let until = inner.bound_wait(until, now_ms);
                 settlement.exhausted_until_ms = Some(until);
             }
         }
         Outcome::SecondaryLimit { retry_after } => {
             let until = match (retry_after, local) {
-                (Some(wait), _) => Some(now_ms.saturating_add(millis(*wait))),
+                (Some(wait), _) => {
+                    Some(inner.bound_wait(now_ms.saturating_add(millis(*wait)), now_ms))
+                }
                 (None, Some(l)) if l.remaining == 0 => Some(l.reset_ms.max(now_ms)),
                 _ => None,
             };
