@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::value::MapDeserializer;
-use tokenfleet_core::{Provider, RotationStrategy, Token, WaitPolicy};
+use tokenfleet_core::{Provider, RotationStrategy, Token, TokenId, WaitPolicy};
 use toml::Value;
 
 use crate::sources::{self, VaultSettings};
@@ -88,6 +88,20 @@ pub enum TokenSource {
         /// The app's private key in PEM form, readable by its owner alone.
         private_key_file: PathBuf,
     },
+}
+
+impl TokenSource {
+    /// Returns the config key that names this source, such as `file`.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::Env(_) => "env",
+            Self::Value(_) => "value",
+            Self::File(_) => "file",
+            Self::Command { .. } => "command",
+            Self::Vault(_) => "vault",
+            Self::GithubApp { .. } => "github_app",
+        }
+    }
 }
 
 impl fmt::Debug for TokenSource {
@@ -1095,6 +1109,8 @@ impl ProviderConfig {
             message,
         };
         let mut tokens = Vec::new();
+        // Where each secret was first read, by fingerprint.
+        let mut seen: std::collections::HashMap<TokenId, String> = std::collections::HashMap::new();
         for (position, entry) in self.tokens.iter().enumerate() {
             let key = format!("{prefix}.tokens[{position}]");
             // A vault entry's account and priority apply unless the config sets them.
@@ -1155,6 +1171,21 @@ impl ProviderConfig {
                     found.secret
                 }
             };
+            let source_key = format!("{key}.{}", entry.source.key());
+            check_secret(&secret)
+                .map_err(|message| fail(entry.line, source_key.clone(), message))?;
+            let fingerprint = TokenId::fingerprint(secret.trim());
+            if let Some(first) = seen.get(&fingerprint) {
+                return Err(fail(
+                    entry.line,
+                    source_key,
+                    format!(
+                        "this is the same token as {first}; remove one, because two entries \
+                         would count one budget twice"
+                    ),
+                ));
+            }
+            seen.insert(fingerprint, key.clone());
             let mut token = Token::new(secret)
                 .with_priority(priority)
                 .with_weight(entry.weight)
@@ -1203,6 +1234,19 @@ impl ProviderConfig {
                 ));
             }
             for token in &listed {
+                check_secret(token.secret())
+                    .map_err(|message| fail(self.tokens_env_line, key.clone(), message))?;
+                if let Some(first) = seen.get(token.id()) {
+                    return Err(fail(
+                        self.tokens_env_line,
+                        key.clone(),
+                        format!(
+                            "{var} repeats the token of {first}; remove one, because two \
+                             entries would count one budget twice"
+                        ),
+                    ));
+                }
+                seen.insert(token.id().clone(), key.clone());
                 self.provider
                     .validate_token(token)
                     .map_err(|message| fail(self.tokens_env_line, key.clone(), message))?;
@@ -1261,38 +1305,110 @@ const TOKEN_AS_ENV_NAME: &str =
     "this looks like a token, not the name of an environment variable; \
      export the token in a variable and write the variable's name here, such as \"GITHUB_TOKEN\"";
 
-/// Recognizes a secret written in place of a variable name: a known token
-/// prefix (GitHub's `ghp_`, `gho_`, `ghu_`, `ghs_`, `ghr_` and
-/// `github_pat_`), or 32 characters or more without an underscore, as in
-/// GitHub's older 40-character hex tokens. Variable names are rarely that long
-/// without one.
+/// Recognizes a secret written in place of a variable name or echoed in a
+/// message: a known token prefix (GitHub's `ghp_`, `gho_`, `ghu_`, `ghs_`,
+/// `ghr_` and `github_pat_`, GitLab's `glpat-` and its kin, Atlassian's
+/// `ATBB`, `ATCTT` and `ATATT`), 32 characters or more without an
+/// underscore (GitHub's older 40-character hex tokens, Gitea's tokens), or
+/// 20 characters or more mixing letters and digits without an underscore.
+/// Variable names are rarely that long without one.
 fn looks_like_token(name: &str) -> bool {
-    const PREFIXES: [&str; 6] = ["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"];
+    const PREFIXES: [&str; 17] = [
+        "ghp_",
+        "gho_",
+        "ghu_",
+        "ghs_",
+        "ghr_",
+        "github_pat_",
+        "glpat-",
+        "gldt-",
+        "glrt-",
+        "gloas-",
+        "glptt-",
+        "glcbt-",
+        "glimt-",
+        "glsoat-",
+        "ATBB",
+        "ATCTT",
+        "ATATT",
+    ];
+    let mixed =
+        name.chars().any(|c| c.is_ascii_digit()) && name.chars().any(|c| c.is_ascii_alphabetic());
     PREFIXES.iter().any(|prefix| name.starts_with(prefix))
         || (name.len() >= 32 && !name.contains('_'))
+        || (name.len() >= 20 && mixed && !name.contains('_'))
 }
 
-/// Replaces every word of `text` that looks like a token with `[redacted]`.
+/// Checks that a secret can travel in an HTTP header: visible ASCII with no
+/// space. A control byte would make the request go out without any
+/// authorization, spending the anonymous budget.
+fn check_secret(secret: &str) -> Result<(), String> {
+    if secret.trim().chars().all(|c| c.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(
+            "the token contains a space, a control character or a non-ASCII character, \
+             which no provider's tokens do; check that this source holds the token alone"
+                .to_owned(),
+        )
+    }
+}
+
+/// Returns true for a word after which a secret usually follows, as in
+/// `password=...` or `token: ...`.
+fn names_a_secret(word: &str) -> bool {
+    const KEYS: [&str; 10] = [
+        "password",
+        "passwd",
+        "pass",
+        "token",
+        "secret",
+        "key",
+        "apikey",
+        "api_key",
+        "private_token",
+        "access_token",
+    ];
+    let lower = word.to_ascii_lowercase();
+    KEYS.contains(&lower.as_str())
+}
+
+/// Replaces every word of `text` that looks like a token, and the value
+/// after `password=`, `token: ` and the like, with `[redacted]`.
 pub(crate) fn redact_tokens(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut word = String::new();
-    let flush = |word: &mut String, out: &mut String| {
-        if looks_like_token(word) {
-            out.push_str("[redacted]");
-        } else {
-            out.push_str(word);
-        }
-        word.clear();
-    };
+    // 1 after a word that names a secret, 2 once `=` or `:` followed it.
+    let mut expecting = 0u8;
     for ch in text.chars() {
         if ch.is_alphanumeric() || ch == '_' || ch == '-' {
             word.push(ch);
+            continue;
+        }
+        if !word.is_empty() {
+            if expecting == 2 || looks_like_token(&word) {
+                out.push_str("[redacted]");
+                expecting = 0;
+            } else {
+                out.push_str(&word);
+                expecting = u8::from(names_a_secret(&word));
+            }
+            word.clear();
+        }
+        expecting = match (expecting, ch) {
+            (1 | 2, '=' | ':') => 2,
+            (2, ' ' | '"' | '\'') => 2,
+            _ => 0,
+        };
+        out.push(ch);
+    }
+    if !word.is_empty() {
+        if expecting == 2 || looks_like_token(&word) {
+            out.push_str("[redacted]");
         } else {
-            flush(&mut word, &mut out);
-            out.push(ch);
+            out.push_str(&word);
         }
     }
-    flush(&mut word, &mut out);
     out
 }
 
@@ -1397,4 +1513,40 @@ fn locate(document: &toml_edit::ImDocument<&str>, path: &[Segment]) -> Option<us
         };
     }
     best
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::redact_tokens;
+
+    #[test]
+    fn known_prefixes_are_redacted() {
+        for token in [
+            "ghp_CANARY0000000000000000000000000000",
+            "glpat-AbCdEfGhIjKlMnOpQrSt",
+            "ATATT3xFfGF0CANARY",
+            "0123456789abcdef0123456789abcdef01234567",
+        ] {
+            let text = redact_tokens(&format!("unknown variant `{token}`, expected"));
+            assert!(!text.contains(token), "{text}");
+            assert!(text.contains("[redacted]"), "{text}");
+        }
+    }
+
+    #[test]
+    fn values_after_secret_keys_are_redacted() {
+        let text = redact_tokens("login failed: password=CANARYpass123 user=alice");
+        assert_eq!(text, "login failed: password=[redacted] user=alice");
+        let text = redact_tokens("token: \"abc\"");
+        assert_eq!(text, "token: \"[redacted]\"");
+    }
+
+    #[test]
+    fn ordinary_words_stay() {
+        let text = redact_tokens("token is required; set GITHUB_TOKEN_CI_2024 or tokens_env");
+        assert_eq!(
+            text,
+            "token is required; set GITHUB_TOKEN_CI_2024 or tokens_env"
+        );
+    }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokenfleet::github::{Github, GithubApp};
-use tokenfleet::{Fleet, Token, TokenStatus, WaitPolicy};
+use tokenfleet::{Clock, Fleet, Token, TokenStatus, WaitPolicy};
 use tokenfleet_testkit::github::{TEST_APP_PRIVATE_KEY, TEST_APP_PUBLIC_KEY};
 use tokenfleet_testkit::AccountLimits;
 
@@ -217,4 +217,21 @@ async fn app_config_errors_name_the_fix() {
         assert!(message.contains("github_app"), "{message}");
         assert!(!message.contains("PRIVATE KEY"), "{message}");
     }
+}
+
+#[tokio::test]
+async fn app_jwt_survives_fast_local_clock() {
+    let server_clock = clock();
+    let sim = simulator(&server_clock).await;
+    sim.add_app(APP_ID, TEST_APP_PUBLIC_KEY);
+    sim.add_installation(APP_ID, INSTALLATION, AccountLimits::default());
+    // The local clock runs five minutes ahead of GitHub's, past the JWT's slack.
+    let local_clock = tokenfleet::ManualClock::new(server_clock.now_ms() + 300_000);
+    let fleet = app_fleet(&sim.uri(), &local_clock, TEST_APP_PRIVATE_KEY.as_bytes());
+
+    for _ in 0..3 {
+        let response = fleet.client("github").unwrap().get("/user").await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(sim.installation_tokens_issued(), 1);
 }

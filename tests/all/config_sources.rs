@@ -114,6 +114,25 @@ fn file_source_errors_name_file() {
 }
 
 #[test]
+fn file_with_control_byte_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    write_private(
+        &dir.path().join("ctl.token"),
+        &format!("{CANARY}\u{1}x\n"),
+        0o600,
+    );
+    let path = write_config(dir.path(), "{ file = \"ctl.token\" }", "");
+
+    let error = resolve_error(&path);
+
+    assert_source_error(
+        &error,
+        "providers[0].tokens[0].file",
+        &["control character", "holds the token alone"],
+    );
+}
+
+#[test]
 fn command_source_reads_stdout() {
     let dir = tempfile::tempdir().unwrap();
     let entry = format!("{{ command = [\"printf\", \"%s\\n\", \"{CANARY}\"] }}");
@@ -309,20 +328,42 @@ mod vault {
         let dir = tempfile::tempdir().unwrap();
         create_vault(dir.path());
         std::env::set_var("TF_SOURCES_TEST_VAULT_READ", PASSPHRASE);
-        let entries = "{ vault = \"work-bot\" },\n  { vault = \"work-bot\", priority = 1, account = \"own\" }";
-        let path = write_config(
-            dir.path(),
-            entries,
-            &vault_table("TF_SOURCES_TEST_VAULT_READ"),
-        );
+        let table = vault_table("TF_SOURCES_TEST_VAULT_READ");
 
+        let path = write_config(dir.path(), "{ vault = \"work-bot\" }", &table);
         let tokens = resolve(&path).unwrap();
-        assert_eq!(tokens.len(), 2);
+        assert_eq!(tokens.len(), 1);
         assert_eq!(tokens[0].secret(), CANARY);
         assert_eq!(tokens[0].account(), Some("ci"));
         assert_eq!(tokens[0].priority(), 4);
-        assert_eq!(tokens[1].account(), Some("own"));
-        assert_eq!(tokens[1].priority(), 1);
+
+        // The config's own settings win over the entry's.
+        let entries = "{ vault = \"work-bot\", priority = 1, account = \"own\" }";
+        let path = write_config(dir.path(), entries, &table);
+        let tokens = resolve(&path).unwrap();
+        assert_eq!(tokens[0].account(), Some("own"));
+        assert_eq!(tokens[0].priority(), 1);
+    }
+
+    #[test]
+    fn same_secret_twice_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        create_vault(dir.path());
+        std::env::set_var("TF_SOURCES_TEST_VAULT_TWICE", PASSPHRASE);
+        let entries = "{ vault = \"work-bot\" },\n  { vault = \"work-bot\", account = \"own\" }";
+        let path = write_config(
+            dir.path(),
+            entries,
+            &vault_table("TF_SOURCES_TEST_VAULT_TWICE"),
+        );
+
+        let error = resolve(&path).unwrap_err().to_string();
+        assert!(error.contains("tokens[1].vault"), "{error}");
+        assert!(
+            error.contains("same token as providers[0].tokens[0]"),
+            "{error}"
+        );
+        assert!(!error.contains(CANARY), "{error}");
     }
 
     #[test]

@@ -126,6 +126,18 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// Reads a response into a verdict.
     fn classify(&self, response: &ResponseView<'_>) -> Verdict;
 
+    /// Returns whether a served response without limits, on a budget no
+    /// response has stated yet, means the provider applies no limit there.
+    ///
+    /// True by default: GitHub Enterprise Server with rate limiting off and
+    /// Gitea send no limit headers at all. A provider whose limits show only
+    /// on some responses (older GitLab states them on 429s only) returns
+    /// false, and the pool keeps one request at a time in flight until a
+    /// response states the budget.
+    fn headerless_means_unlimited(&self) -> bool {
+        true
+    }
+
     /// Checks that `token` can be sent in this provider's auth form, so that
     /// a config loader can reject a malformed token before it is used. The
     /// default accepts every token.

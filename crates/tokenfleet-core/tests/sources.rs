@@ -77,6 +77,8 @@ impl Transport for NoTransport {
 struct CountingSource {
     fetches: AtomicU32,
     failing: AtomicBool,
+    /// How long each secret lives from its fetch, in milliseconds.
+    lifetime_ms: std::sync::atomic::AtomicU64,
 }
 
 impl CountingSource {
@@ -84,6 +86,7 @@ impl CountingSource {
         Arc::new(Self {
             fetches: AtomicU32::new(0),
             failing: AtomicBool::new(failing),
+            lifetime_ms: std::sync::atomic::AtomicU64::new(HOUR_MS),
         })
     }
 }
@@ -104,7 +107,7 @@ impl TokenSource for CountingSource {
         let number = self.fetches.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(SourcedSecret {
             secret: SecretString::from(format!("secret-{number}")),
-            expires_at_ms: Some(now_ms + HOUR_MS),
+            expires_at_ms: Some(now_ms + self.lifetime_ms.load(Ordering::SeqCst)),
             account: Some("installation-7".to_owned()),
         })
     }
@@ -248,4 +251,67 @@ async fn rejected_secret_is_fetched_again_once() {
         .expect_err("the token is invalid");
     assert!(matches!(error, Error::AllInvalid { .. }), "{error}");
     assert_eq!(clock.now_ms(), START_MS);
+}
+
+#[tokio::test]
+async fn short_lived_secret_serves_without_refetch_loop() {
+    let clock = ManualClock::new(START_MS);
+    let source = CountingSource::new(false);
+    source.lifetime_ms.store(30_000, Ordering::SeqCst);
+    let pool = pool(&clock, None, Arc::clone(&source));
+
+    // Two minutes at one request a second: a 30 s secret is fetched about
+    // every 15 s, not once per request.
+    for _ in 0..120 {
+        let lease = pool.acquire(&core()).await.expect("a secret serves");
+        drop(lease);
+        settle_tasks().await;
+        clock.advance(Duration::from_secs(1));
+    }
+    let fetches = source.fetches.load(Ordering::SeqCst);
+    assert!((5..=12).contains(&fetches), "{fetches} fetches");
+}
+
+#[tokio::test]
+async fn secret_expired_on_arrival_is_a_failure() {
+    let clock = ManualClock::new(START_MS);
+    let source = CountingSource::new(false);
+    source.lifetime_ms.store(0, Ordering::SeqCst);
+    let pool = pool(&clock, None, Arc::clone(&source));
+
+    let error = pool.acquire(&core()).await.expect_err("no usable secret");
+    assert!(matches!(error, Error::Exhausted(_)), "{error}");
+    assert_eq!(source.fetches.load(Ordering::SeqCst), 1);
+    let status = pool.tokens().await[0].status.to_string();
+    assert!(status.contains("expired 0 ms ago"), "{status}");
+}
+
+#[tokio::test]
+async fn rejections_of_one_secret_count_once() {
+    let clock = ManualClock::new(START_MS);
+    let source = CountingSource::new(false);
+    let pool = pool(&clock, None, Arc::clone(&source));
+    // A first request states an unlimited budget, so several may be in flight.
+    let warm = pool.acquire(&core()).await.unwrap();
+    warm.complete(&Verdict::new(Outcome::Answered))
+        .await
+        .unwrap();
+
+    // Three requests go out with secret-1, which the provider then revokes.
+    let leases = [
+        pool.acquire(&core()).await.unwrap(),
+        pool.acquire(&core()).await.unwrap(),
+        pool.acquire(&core()).await.unwrap(),
+    ];
+    for lease in leases {
+        assert_eq!(lease.token().secret(), "secret-1");
+        lease
+            .complete(&Verdict::new(Outcome::InvalidToken))
+            .await
+            .unwrap();
+    }
+
+    let lease = pool.acquire(&core()).await.expect("a fresh secret serves");
+    assert_eq!(lease.token().secret(), "secret-2");
+    assert_eq!(source.fetches.load(Ordering::SeqCst), 2);
 }

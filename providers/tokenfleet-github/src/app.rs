@@ -133,14 +133,62 @@ impl TokenSource for GithubApp {
         transport: &dyn Transport,
         now_ms: u64,
     ) -> Result<SourcedSecret, SourceError> {
-        let jwt = self.jwt(now_ms)?;
+        match self.exchange(transport, now_ms, now_ms).await {
+            // GitHub checks the JWT's times against its own clock. When the
+            // local clock is off by more than the JWT's slack, sign again
+            // with the server's time from the rejection's `Date` header.
+            Err(Rejected::Jwt { server_now_ms, .. })
+                if server_now_ms.abs_diff(now_ms) > JWT_BACKDATE_S * 1000 / 2 =>
+            {
+                tracing::debug!(
+                    source = %self.describe(),
+                    skew_ms = server_now_ms as i64 - now_ms as i64,
+                    "app JWT rejected; signing again with the server's time"
+                );
+                self.exchange(transport, server_now_ms, now_ms)
+                    .await
+                    .map_err(|rejected| rejected.into_error(self))
+            }
+            result => result.map_err(|rejected| rejected.into_error(self)),
+        }
+    }
+}
+
+/// Why an exchange of a JWT for a token failed.
+enum Rejected {
+    /// GitHub answered 401 to the JWT, at its time `server_now_ms`.
+    Jwt {
+        server_now_ms: u64,
+        error: SourceError,
+    },
+    Other(SourceError),
+}
+
+impl Rejected {
+    fn into_error(self, _app: &GithubApp) -> SourceError {
+        match self {
+            Self::Jwt { error, .. } | Self::Other(error) => error,
+        }
+    }
+}
+
+impl GithubApp {
+    /// Signs a JWT at `sign_ms` (server time when known) and exchanges it
+    /// for an installation token; `now_ms` is the pool clock's time.
+    async fn exchange(
+        &self,
+        transport: &dyn Transport,
+        sign_ms: u64,
+        now_ms: u64,
+    ) -> Result<SourcedSecret, Rejected> {
+        let jwt = self.jwt(sign_ms).map_err(Rejected::Other)?;
         let path = format!("/app/installations/{}/access_tokens", self.installation_id);
         let uri: Uri = self
             .github
             .endpoint(&path)
             .as_str()
             .parse()
-            .map_err(|e| self.error(format!("invalid URL for {path}: {e}")))?;
+            .map_err(|e| Rejected::Other(self.error(format!("invalid URL for {path}: {e}"))))?;
         let mut request = Request::new(Bytes::new());
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;
@@ -150,7 +198,7 @@ impl TokenSource for GithubApp {
         let response = transport
             .send(request)
             .await
-            .map_err(|e| self.error(format!("POST {path} failed: {e}")))?;
+            .map_err(|e| Rejected::Other(self.error(format!("POST {path} failed: {e}"))))?;
         let status = response.status();
         let body = response.body();
         if status != StatusCode::CREATED && status != StatusCode::OK {
@@ -167,16 +215,24 @@ impl TokenSource for GithubApp {
                 StatusCode::FORBIDDEN => "the app may not create tokens for this installation",
                 _ => "GitHub did not issue a token",
             };
-            return Err(self.error(format!("POST {path} returned {status} {message:?}: {hint}")));
+            let error = self.error(format!("POST {path} returned {status} {message:?}: {hint}"));
+            let server_now = crate::classify::parse_date_ms(response.headers());
+            return Err(match (status, server_now) {
+                (StatusCode::UNAUTHORIZED, Some(server_now_ms)) => Rejected::Jwt {
+                    server_now_ms,
+                    error,
+                },
+                _ => Rejected::Other(error),
+            });
         }
 
         let issued: InstallationToken = serde_json::from_slice(body)
-            .map_err(|e| self.error(format!("unreadable token response: {e}")))?;
+            .map_err(|e| Rejected::Other(self.error(format!("unreadable token response: {e}"))))?;
         let expires_at_ms = parse_time_ms(&issued.expires_at).ok_or_else(|| {
-            self.error(format!(
+            Rejected::Other(self.error(format!(
                 "unreadable `expires_at` {:?}: expected a time such as 2016-07-11T22:14:10Z",
                 issued.expires_at
-            ))
+            )))
         })?;
         // The expiry is in server time; it is moved onto the local clock
         // by the difference between the two at the moment of the request.

@@ -99,6 +99,13 @@ impl Provider for Gitlab {
         classify(response)
     }
 
+    /// Older GitLab versions state limits on 429 responses only, and a
+    /// garbled header reads as none, so a response without limits does not
+    /// mean the throttle is off.
+    fn headerless_means_unlimited(&self) -> bool {
+        false
+    }
+
     /// Learns the user behind a token from `GET /user`, only when
     /// `learn_account` is set in the config and the pool requests it.
     /// That request costs one request of the user's budget. GitLab has no

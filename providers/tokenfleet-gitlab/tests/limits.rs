@@ -460,3 +460,28 @@ async fn older_gitlab_without_headers_serves() {
     assert_eq!(sim.over_limit_responses(), 1);
     assert_eq!(error_reset(&error), Some(MINUTE_START_MS + 60_000));
 }
+
+#[tokio::test]
+async fn older_gitlab_under_concurrency_meets_one_throttle_per_user() {
+    // Responses without headers do not mean "no limit": the pool keeps one
+    // request per user in flight until a 429 states the budget.
+    let builder = GitlabSimulator::builder().headers_on_every_response(false);
+    let (sim, clock) = simulator(builder, MINUTE_START_MS).await;
+    let mut tokens = Vec::new();
+    for name in ["alice", "bob"] {
+        let secret = format!("glpat-{name}");
+        sim.add_account(name, Throttle::new(2, MINUTE));
+        sim.add_token(&secret, name);
+        tokens.push(Token::new(secret));
+    }
+    let client = client(&clock, provider(&sim), tokens, WaitPolicy::Fail);
+
+    let results = join_all((0..20).map(|_| client.get("/user"))).await;
+
+    let served = results
+        .iter()
+        .filter(|result| matches!(result, Ok(response) if response.status() == StatusCode::OK))
+        .count();
+    assert_eq!(served, 4);
+    assert_eq!(sim.over_limit_responses(), 2, "one discovery 429 per user");
+}

@@ -100,7 +100,7 @@ impl Lease {
     /// Returns [`Error::Store`] when a shared store fails.
     pub async fn complete(mut self, verdict: &Verdict) -> Result<(), Error> {
         self.settled = true;
-        apply_verdict(&self.inner, &self.key, verdict).await
+        apply_verdict(&self.inner, &self.key, &self.token, verdict).await
     }
 
     /// Ends the lease without a response: the unit is given back unless

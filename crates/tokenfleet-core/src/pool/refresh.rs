@@ -9,6 +9,7 @@ use futures::FutureExt;
 
 use super::{Inner, TokenEntry};
 use crate::source::{SourceError, TokenSource};
+use crate::token::Token;
 
 /// How long before expiry a secret is fetched again.
 const REFRESH_AHEAD_MS: u64 = 5 * 60_000;
@@ -41,8 +42,21 @@ pub(super) struct SourceSlot {
     failures: u32,
     retry_at_ms: u64,
     last_error: Option<String>,
-    /// When the provider last rejected a secret of this token, 0 if never.
-    rejected_at_ms: u64,
+    /// The last secret the provider rejected, and when.
+    rejected: Option<(Arc<Token>, u64)>,
+    /// How long the current secret lives from its fetch, in milliseconds.
+    lifetime_ms: u64,
+}
+
+/// What a provider's rejection of a sourced token's secret leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rejection {
+    /// The rejected secret was already rejected or replaced.
+    Ignore,
+    /// A fresh secret is fetched.
+    Refetch,
+    /// The token counts as invalid.
+    Invalid,
 }
 
 /// Whether a token's secret may be handed out.
@@ -65,12 +79,23 @@ impl SourceSlot {
             failures: 0,
             retry_at_ms: 0,
             last_error: None,
-            rejected_at_ms: 0,
+            rejected: None,
+            lifetime_ms: u64::MAX,
         }
     }
 
+    /// The margins shrink for a short-lived secret, so that it is handed
+    /// out for at least half its life before it counts as expiring.
+    fn expiry_margin_ms(&self) -> u64 {
+        EXPIRY_MARGIN_MS.min(self.lifetime_ms / 4)
+    }
+
+    fn refresh_ahead_ms(&self) -> u64 {
+        REFRESH_AHEAD_MS.min(self.lifetime_ms / 2)
+    }
+
     pub(super) fn state(&self, now_ms: u64) -> SecretState {
-        if self.expires_at_ms > now_ms.saturating_add(EXPIRY_MARGIN_MS) {
+        if self.expires_at_ms > now_ms.saturating_add(self.expiry_margin_ms()) {
             return SecretState::Ready;
         }
         if self.fetching || self.failures == 0 {
@@ -90,7 +115,7 @@ impl SourceSlot {
     fn due(&self, now_ms: u64) -> bool {
         !self.fetching
             && now_ms >= self.retry_at_ms
-            && self.expires_at_ms <= now_ms.saturating_add(REFRESH_AHEAD_MS)
+            && self.expires_at_ms <= now_ms.saturating_add(self.refresh_ahead_ms())
     }
 
     /// Describes why the secret is missing, for the token's status.
@@ -105,20 +130,33 @@ impl SourceSlot {
         (self.failures > 0 && !self.fetching).then_some(self.retry_at_ms)
     }
 
-    /// Records that the provider rejected the current secret and schedules
-    /// a fresh one. Returns true when the token should count as invalid
-    /// instead, because a secret of it was rejected shortly before.
-    pub(super) fn reject(&mut self, now_ms: u64) -> bool {
-        let repeated = self.rejected_at_ms > 0
-            && now_ms.saturating_sub(self.rejected_at_ms) < REJECTION_WINDOW_MS;
-        self.rejected_at_ms = now_ms.max(1);
-        if repeated {
-            return true;
+    /// Decides what a rejection of `sent` means when `current` is the
+    /// token's secret now. Rejections of a secret already rejected or
+    /// already replaced say nothing new. The first rejection of the current
+    /// secret schedules a fresh one; a rejection of that fresh secret
+    /// within [`REJECTION_WINDOW_MS`] makes the token invalid.
+    pub(super) fn reject(
+        &mut self,
+        sent: &Arc<Token>,
+        current: &Arc<Token>,
+        now_ms: u64,
+    ) -> Rejection {
+        let already = matches!(&self.rejected, Some((token, _)) if Arc::ptr_eq(token, sent));
+        if already || !Arc::ptr_eq(sent, current) {
+            return Rejection::Ignore;
+        }
+        let recent = matches!(
+            &self.rejected,
+            Some((_, at)) if now_ms.saturating_sub(*at) < REJECTION_WINDOW_MS
+        );
+        self.rejected = Some((Arc::clone(sent), now_ms));
+        if recent {
+            return Rejection::Invalid;
         }
         self.expires_at_ms = 0;
         self.retry_at_ms = 0;
         self.failures = 0;
-        false
+        Rejection::Refetch
     }
 }
 
@@ -201,10 +239,25 @@ async fn fetch(inner: &Inner, index: usize) {
             return;
         };
         slot.fetching = false;
+        // A secret that has expired on arrival (an expiry in seconds read
+        // as milliseconds, a source clock far behind) counts as a failure,
+        // so the pool backs off instead of fetching in a loop.
+        let result = result.and_then(|fetched| match fetched.expires_at_ms {
+            Some(at) if at <= now_ms => Err(SourceError {
+                source_name: slot.source.describe(),
+                message: format!(
+                    "the fetched secret expired {} ms ago; the source must return expiry times \
+                     in epoch milliseconds",
+                    now_ms - at
+                ),
+            }),
+            _ => Ok(fetched),
+        });
         match result {
             Ok(fetched) => {
                 let first = slot.expires_at_ms == 0;
                 slot.expires_at_ms = fetched.expires_at_ms.unwrap_or(u64::MAX).max(1);
+                slot.lifetime_ms = slot.expires_at_ms.saturating_sub(now_ms);
                 slot.failures = 0;
                 slot.retry_at_ms = 0;
                 slot.last_error = None;

@@ -3,15 +3,18 @@
 use std::sync::Arc;
 
 use super::lease::LeaseKey;
+use super::refresh::Rejection;
 use super::{millis, shift, Inner, UNKNOWN_RESET_WAIT_MS};
 use crate::error::Error;
 use crate::store::{BudgetKey, Settlement};
+use crate::token::Token;
 use crate::verdict::{Outcome, Verdict};
 
 /// Applies a verdict's outcome to the pool. Used by leases.
 pub(super) async fn apply_verdict(
     inner: &Inner,
     lease: &LeaseKey,
+    sent_token: &Arc<Token>,
     verdict: &Verdict,
 ) -> Result<(), Error> {
     let now_ms = inner.clock.now_ms();
@@ -32,7 +35,8 @@ pub(super) async fn apply_verdict(
     match &verdict.outcome {
         Outcome::Answered => {
             settlement.success = true;
-            settlement.answered_without_limits = observation.is_none();
+            settlement.answered_without_limits =
+                observation.is_none() && inner.provider.headerless_means_unlimited();
         }
         Outcome::Forbidden => settlement.success = true,
         Outcome::ServerError => {}
@@ -77,26 +81,30 @@ pub(super) async fn apply_verdict(
                 let mut state = inner.state.lock();
                 match state.tokens.get_mut(lease.token_index) {
                     Some(entry) if !entry.invalid => {
-                        let refetch = match entry.source.as_mut() {
-                            Some(slot) => !slot.reject(now_ms),
-                            None => false,
+                        let current = Arc::clone(&entry.token);
+                        let rejection = match entry.source.as_mut() {
+                            Some(slot) => slot.reject(sent_token, &current, now_ms),
+                            None => Rejection::Invalid,
                         };
-                        if refetch {
-                            // A sourced token gets one fresh secret first.
-                            tracing::warn!(
-                                provider = inner.provider.kind(),
-                                token = %entry.token.id(),
-                                "token rejected; fetching a fresh secret from its source"
-                            );
-                            None
-                        } else {
-                            entry.invalid = true;
-                            tracing::warn!(
-                                provider = inner.provider.kind(),
-                                token = %entry.token.id(),
-                                "token rejected as invalid; it is not used again"
-                            );
-                            Some(Arc::clone(&entry.token))
+                        match rejection {
+                            Rejection::Ignore => None,
+                            Rejection::Refetch => {
+                                tracing::warn!(
+                                    provider = inner.provider.kind(),
+                                    token = %entry.token.id(),
+                                    "token rejected; fetching a fresh secret from its source"
+                                );
+                                None
+                            }
+                            Rejection::Invalid => {
+                                entry.invalid = true;
+                                tracing::warn!(
+                                    provider = inner.provider.kind(),
+                                    token = %entry.token.id(),
+                                    "token rejected as invalid; it is not used again"
+                                );
+                                Some(current)
+                            }
                         }
                     }
                     _ => None,
