@@ -195,3 +195,26 @@ fn error_reset(error: &ClientError) -> u64 {
         .earliest_reset_ms()
         .expect("an exhausted error names its reset")
 }
+
+#[tokio::test]
+async fn connection_error_names_its_cause() {
+    // A port nothing listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let clock = support::clock();
+    let tokens = vec![tokenfleet::Token::new(support::CANARY).with_account("alice")];
+    let base = format!("http://127.0.0.1:{port}");
+    let fleet = support::fleet(&base, tokens, &clock, tokenfleet::WaitPolicy::Fail);
+
+    let error = support::github(&fleet)
+        .get("/user")
+        .await
+        .expect_err("nothing listens");
+
+    let text = error.to_string();
+    assert!(text.contains("Connection refused"), "{text}");
+    assert!(!text.contains(support::CANARY), "{text}");
+}

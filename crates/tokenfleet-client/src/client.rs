@@ -268,10 +268,10 @@ impl Client {
                     let response_headers = response.headers().clone();
                     match response.bytes().await {
                         Ok(bytes) => Ok((status, response_headers, bytes)),
-                        Err(e) => Err(e.without_url().to_string()),
+                        Err(e) => Err(describe_error(e)),
                     }
                 }
-                Err(e) => Err(e.without_url().to_string()),
+                Err(e) => Err(describe_error(e)),
             };
             let (status, response_headers, response_body) = match sent {
                 Ok(parts) => parts,
@@ -425,7 +425,7 @@ impl Client {
         }
         let transport = |e: reqwest::Error| ClientError::Transport {
             url: scrub_url(&url),
-            message: e.without_url().to_string(),
+            message: describe_error(e),
             attempts,
         };
         let response = request.send().await.map_err(transport)?;
@@ -503,4 +503,22 @@ fn without_secret(url: &Url, secret: &str) -> Option<Url> {
         clean.query_pairs_mut().clear().extend_pairs(kept);
     }
     (!clean.as_str().contains(secret)).then_some(clean)
+}
+
+/// Describes a reqwest error with its causes ("error sending request: client
+/// error (Connect): tcp connect error: Connection refused") and says when it
+/// timed out, without the URL, which may carry a token.
+fn describe_error(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if error.is_timeout() && !text.contains("timed out") {
+        text.push_str(" (timed out)");
+    }
+    text
 }
