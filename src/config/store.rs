@@ -20,6 +20,10 @@ use toml::Value;
 
 use super::{child, describe, quote_list, ConfigError, Parser, Segment};
 
+/// The shortest `lease_ttl` accepted: a request of the client may take a
+/// minute before its timeout, and its reservation must not lapse first.
+const MIN_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
 const STORE_TYPES: [&str; 2] = ["memory", "redis"];
 const MEMORY_KEYS: [&str; 1] = ["type"];
 #[cfg(feature = "redis")]
@@ -231,6 +235,20 @@ impl Parser<'_> {
             settings = settings.command_timeout(timeout);
         }
         if let Some(ttl) = self.store_duration(table, path, "lease_ttl", false)? {
+            // A reservation that lapses while its request is still out lets
+            // another process spend the same unit, so the lease must outlast
+            // the slowest request.
+            if ttl < MIN_LEASE_TTL {
+                return Err(self.error(
+                    &child(path, "lease_ttl"),
+                    format!(
+                        "{} is shorter than a slow request may take; set at least \"{}s\" \
+                         (the default is \"2m\")",
+                        humantime::format_duration(ttl),
+                        MIN_LEASE_TTL.as_secs()
+                    ),
+                ));
+            }
             settings = settings.lease_ttl(ttl);
         }
         if let Some(age) = self.store_duration(table, path, "view_max_age", true)? {

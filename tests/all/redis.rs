@@ -476,7 +476,7 @@ url = "redis://:hunter2@127.0.0.1:6390/"
 prefix = "crawler"
 on_unavailable = "local"
 command_timeout = "250ms"
-lease_ttl = "30s"
+lease_ttl = "90s"
 view_max_age = "20ms"
 "#;
     let parsed = config::parse(text, "test.toml").expect("the file is valid");
@@ -486,7 +486,7 @@ view_max_age = "20ms"
     assert_eq!(redis.settings.prefix, "crawler");
     assert_eq!(redis.settings.on_unavailable, OnUnavailable::Local);
     assert_eq!(redis.settings.command_timeout, Duration::from_millis(250));
-    assert_eq!(redis.settings.lease_ttl, Duration::from_secs(30));
+    assert_eq!(redis.settings.lease_ttl, Duration::from_secs(90));
     assert_eq!(redis.settings.view_max_age, Duration::from_millis(20));
     let shown = format!("{parsed:?}");
     assert!(!shown.contains("hunter2"), "{shown}");
@@ -632,4 +632,15 @@ async fn fleet_from_toml_shares_store() {
 
     assert_eq!(successes, 3);
     assert_eq!(sim.over_limit_responses(), 0);
+}
+
+#[test]
+fn short_lease_ttl_is_rejected() {
+    let text =
+        "[store]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:6379/\"\nlease_ttl = \"100ms\"\n\n\
+                [[providers]]\ntype = \"github\"\n";
+    let error = tokenfleet::config::parse(text, "short.toml").expect_err("the lease is too short");
+    let message = error.to_string();
+    assert!(message.contains("store.lease_ttl"), "{message}");
+    assert!(message.contains("at least \"60s\""), "{message}");
 }

@@ -220,6 +220,24 @@ pub fn scrub_url(url: &str) -> String {
                 // one, and this one has one.
                 let _ = parsed.set_password(Some("***"));
             }
+            // A unix-socket URL carries its password in the query (`?pass=`).
+            if parsed.query().is_some() {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(name, value)| {
+                        let secret = ["pass", "password", "user"]
+                            .iter()
+                            .any(|key| name.eq_ignore_ascii_case(key));
+                        let value = if secret {
+                            "***".to_owned()
+                        } else {
+                            value.into_owned()
+                        };
+                        (name.into_owned(), value)
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             parsed.to_string()
         }
         Err(_) => "(an unparsable URL, not shown)".to_owned(),
@@ -229,6 +247,13 @@ pub fn scrub_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scrub_hides_unix_socket_password() {
+        let shown = scrub_url("redis+unix:///run/redis.sock?db=2&pass=UnixPWleak99");
+        assert!(!shown.contains("UnixPWleak99"), "{shown}");
+        assert!(shown.contains("db=2"), "{shown}");
+    }
 
     #[test]
     fn scrub_hides_password() {

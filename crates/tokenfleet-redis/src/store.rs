@@ -131,8 +131,11 @@ impl RedisStore {
     /// [`RedisStoreError::InvalidSetting`] for a zero timeout or lease.
     pub fn new(config: RedisConfig) -> Result<Self, RedisStoreError> {
         let url = scrub_url(&config.url);
-        let scheme = config.url.split_once("://").map(|(scheme, _)| scheme);
-        if matches!(scheme, Some("rediss" | "valkeys")) && !cfg!(feature = "tls") {
+        let scheme = config
+            .url
+            .split_once("://")
+            .map(|(scheme, _)| scheme.to_ascii_lowercase());
+        if matches!(scheme.as_deref(), Some("rediss" | "valkeys")) && !cfg!(feature = "tls") {
             return Err(RedisStoreError::TlsUnsupported { url });
         }
         let mut info = config

@@ -23,6 +23,8 @@
 //! tokens_env = "LIGHTHOUSE_TOKENS"
 //! ```
 
+use std::sync::Mutex;
+
 use http::header::{HeaderMap, HeaderName, HeaderValue, DATE};
 use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -125,9 +127,17 @@ fn epoch_ms(text: &str) -> Option<u64> {
 
 /// Hands out the token whose last use lies furthest back, so every token
 /// is used in turn and none sits idle.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+///
+/// The pool's `last_used_ms` has millisecond resolution, and fast requests
+/// share a millisecond, so the strategy also numbers its own choices and
+/// breaks ties with that order.
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LeastRecentlyUsed {}
+pub struct LeastRecentlyUsed {
+    /// The number of the choice that last picked each token, by token index.
+    #[serde(skip)]
+    picked: Mutex<Vec<u64>>,
+}
 
 tokenfleet::core::register_plugin!(strategy LEAST_RECENTLY_USED, "the token used longest ago");
 
@@ -137,13 +147,23 @@ impl RotationStrategy for LeastRecentlyUsed {
         LEAST_RECENTLY_USED
     }
 
-    /// Picks the smallest `last_used_ms`; candidates come ordered by token
-    /// index, so ties go to the earlier token.
+    /// Picks the smallest `last_used_ms`, then the token this strategy
+    /// picked longest ago; candidates come ordered by token index, so a
+    /// token never picked goes first.
     fn choose(&self, candidates: &[Candidate], _context: &ChoiceContext) -> Option<usize> {
-        candidates
+        // A poisoned lock only means another call panicked; the numbers in
+        // it are still usable.
+        let mut picked = self.picked.lock().unwrap_or_else(|e| e.into_inner());
+        let order = |index: usize| picked.get(index).copied().unwrap_or(0);
+        let (position, chosen) = candidates
             .iter()
             .enumerate()
-            .min_by_key(|(_, candidate)| candidate.last_used_ms)
-            .map(|(position, _)| position)
+            .min_by_key(|(_, c)| (c.last_used_ms, order(c.token_index)))?;
+        let next = picked.iter().copied().max().unwrap_or(0) + 1;
+        if picked.len() <= chosen.token_index {
+            picked.resize(chosen.token_index + 1, 0);
+        }
+        picked[chosen.token_index] = next;
+        Some(position)
     }
 }

@@ -9,9 +9,18 @@ use tokenfleet::{ClientError, Error, Fleet, TokenStatus};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-/// The end of every quota window the server reports, in epoch milliseconds.
-/// Far ahead, so the window stays open whatever the real clock reads.
-const RESET_MS: u64 = 4_102_444_800_000;
+/// The end of every quota window the server reports, in epoch
+/// milliseconds: an hour after the test starts, on the real clock the pool
+/// uses.
+fn reset_ms() -> u64 {
+    static RESET: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *RESET.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        now.as_millis() as u64 + 3_600_000
+    })
+}
 
 /// A Lighthouse server: a quota per token and the order tokens arrived in.
 #[derive(Clone, Default)]
@@ -65,7 +74,7 @@ impl Respond for Lighthouse {
         ResponseTemplate::new(status)
             .insert_header("x-quota-limit", Lighthouse::LIMIT.to_string().as_str())
             .insert_header("x-quota-left", left.to_string().as_str())
-            .insert_header("x-quota-reset", RESET_MS.to_string().as_str())
+            .insert_header("x-quota-reset", reset_ms().to_string().as_str())
             .set_body_string("{}")
     }
 }
@@ -164,7 +173,7 @@ async fn verdicts_spend_quota_and_rotate() {
     };
     // The pool moves server times by the offset between the server's
     // `Date` header, in whole seconds, and the local clock.
-    let near_reset = |at: u64| at.abs_diff(RESET_MS) < 1_000;
+    let near_reset = |at: u64| at.abs_diff(reset_ms()) < 1_000;
     let reported = exhausted
         .earliest_reset_ms
         .expect("the error names the reset");
