@@ -506,7 +506,7 @@ fn without_secret(url: &Url, secret: &str) -> Option<Url> {
 }
 
 /// Describes a reqwest error with its causes ("error sending request: client
-/// error (Connect): tcp connect error: Connection refused") and says when it
+/// error (Connect): tcp connect error: Connection refused") and notes when it
 /// timed out, without the URL, which may carry a token.
 fn describe_error(error: reqwest::Error) -> String {
     let error = error.without_url();

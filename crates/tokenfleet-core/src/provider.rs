@@ -185,7 +185,7 @@ pub trait Provider: Send + Sync + fmt::Debug {
     }
 
     /// Returns a second place to look for an owner's repositories when the
-    /// first page of [`repositories_url`](Self::repositories_url) answers
+    /// first page of [`repositories_url`](Self::repositories_url) returns
     /// 404, for providers where users and groups live under different paths
     /// (GitLab's `/users/:id/projects` and `/groups/:id/projects`). `None`
     /// (the default) makes the 404 final.

@@ -154,9 +154,9 @@ impl TokenSource for GithubApp {
     }
 }
 
-/// Why an exchange of a JWT for a token failed.
+/// The reason an exchange of a JWT for a token failed.
 enum Rejected {
-    /// GitHub answered 401 to the JWT, at its time `server_now_ms`.
+    /// GitHub returned 401 for the JWT, at its time `server_now_ms`.
     Jwt {
         server_now_ms: u64,
         error: SourceError,

@@ -24,7 +24,7 @@ const RETRY_BASE_MS: u64 = 30_000;
 /// How long one fetch may take, in real time.
 const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The longest wait between failed fetches.
+/// The maximum wait between failed fetches.
 const RETRY_MAX_MS: u64 = 10 * 60_000;
 
 /// Two rejections of a sourced token within this long make it invalid; a
@@ -48,7 +48,7 @@ pub(super) struct SourceSlot {
     lifetime_ms: u64,
 }
 
-/// What a provider's rejection of a sourced token's secret leads to.
+/// The consequence of a provider's rejection of a sourced token's secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Rejection {
     /// The rejected secret was already rejected or replaced.
@@ -132,7 +132,7 @@ impl SourceSlot {
 
     /// Decides what a rejection of `sent` means when `current` is the
     /// token's secret now. Rejections of a secret already rejected or
-    /// already replaced say nothing new. The first rejection of the current
+    /// already replaced change nothing. The first rejection of the current
     /// secret schedules a fresh one; a rejection of that fresh secret
     /// within [`REJECTION_WINDOW_MS`] makes the token invalid.
     pub(super) fn reject(
