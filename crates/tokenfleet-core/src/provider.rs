@@ -221,6 +221,30 @@ pub fn same_origin(base: &Url, url: &Url) -> bool {
 /// A shared provider.
 pub type SharedProvider = Arc<dyn Provider>;
 
+/// The maximum length of a server's reason in an error, in characters.
+pub const MAX_REASON_CHARS: usize = 200;
+
+/// Prepares a server's error message for an error or a log: trimmed,
+/// `secret` replaced by `[redacted]` should the server echo it, and cut to
+/// [`MAX_REASON_CHARS`] with an ellipsis. Returns `None` for an empty one.
+pub fn server_reason(message: &str, secret: &str) -> Option<String> {
+    let message = message.trim();
+    if message.is_empty() {
+        return None;
+    }
+
+    let mut message = if secret.is_empty() {
+        message.to_owned()
+    } else {
+        message.replace(secret, "[redacted]")
+    };
+    if let Some((cut, _)) = message.char_indices().nth(MAX_REASON_CHARS) {
+        message.truncate(cut);
+        message.push('…');
+    }
+    Some(message)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +252,16 @@ mod tests {
     // Stops compiling if `Provider` stops being usable as a trait object.
     #[allow(dead_code)]
     fn provider_is_object_safe(_: &dyn Provider) {}
+
+    #[test]
+    fn server_reason_redacts_and_shortens() {
+        let long = format!("bad token ghp_secret {}", "x".repeat(300));
+        let reason = server_reason(&long, "ghp_secret").unwrap();
+        assert!(reason.starts_with("bad token [redacted] "), "{reason}");
+        assert_eq!(reason.chars().count(), MAX_REASON_CHARS + 1);
+        assert!(reason.ends_with('…'));
+        assert_eq!(server_reason("  ", "ghp_secret"), None);
+    }
 
     #[test]
     fn same_origin_compares_scheme_host_port() {

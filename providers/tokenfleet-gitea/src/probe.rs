@@ -5,6 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, Uri};
 use serde::Deserialize;
+use tokenfleet_core::provider::server_reason;
 use tokenfleet_core::{Observation, Probe, ProbeError, Provider, Token, Transport};
 
 use crate::classify::{parse_date_ms, parse_observation, parse_retry_after};
@@ -16,9 +17,6 @@ const USER_PATH: &str = "/user";
 /// The wait assumed after a 429 that states none, matching the first
 /// cooldown the pool gives such a throttle.
 const UNSTATED_WAIT: Duration = Duration::from_secs(60);
-
-/// The maximum length of a server message in an error, in characters.
-const MAX_REASON_CHARS: usize = 200;
 
 #[derive(Deserialize)]
 struct User {
@@ -186,25 +184,11 @@ async fn get(
 }
 
 /// Returns the JSON `message` of an error body, shortened to
-/// [`MAX_REASON_CHARS`] and with the token's secret removed should the
+/// [`MAX_REASON_CHARS`](tokenfleet_core::provider::MAX_REASON_CHARS) and with the token's secret removed should the
 /// server echo it.
 fn server_message(body: &[u8], token: &Token) -> Option<String> {
     let message = serde_json::from_slice::<ErrorBody>(body).ok()?.message?;
-    let message = message.trim();
-    if message.is_empty() {
-        return None;
-    }
-
-    let mut message = if token.secret().is_empty() {
-        message.to_owned()
-    } else {
-        message.replace(token.secret(), "[redacted]")
-    };
-    if let Some((cut, _)) = message.char_indices().nth(MAX_REASON_CHARS) {
-        message.truncate(cut);
-        message.push('…');
-    }
-    Some(message)
+    server_reason(&message, token.secret())
 }
 
 #[cfg(test)]
@@ -546,6 +530,9 @@ mod tests {
     fn server_message_is_shortened() {
         let body = format!(r#"{{"message":"{}"}}"#, "x".repeat(500));
         let message = server_message(body.as_bytes(), &Token::new(CANARY)).unwrap();
-        assert_eq!(message.chars().count(), MAX_REASON_CHARS + 1);
+        assert_eq!(
+            message.chars().count(),
+            tokenfleet_core::provider::MAX_REASON_CHARS + 1
+        );
     }
 }

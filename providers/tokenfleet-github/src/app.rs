@@ -22,9 +22,6 @@ const JWT_LIFETIME_S: u64 = 9 * 60;
 /// clock drift.
 const JWT_BACKDATE_S: u64 = 60;
 
-/// The maximum length of a server message in an error, in characters.
-const MAX_MESSAGE_CHARS: usize = 200;
-
 /// A GitHub App installation whose tokens a pool fetches and refreshes.
 ///
 /// Each installation token is charged to the installation, which has a
@@ -260,7 +257,7 @@ fn parse_time_ms(text: &str) -> Option<u64> {
 /// Returns the JSON `message` of an error body, shortened.
 fn server_message(body: &[u8]) -> Option<String> {
     let message = serde_json::from_slice::<ErrorBody>(body).ok()?.message?;
-    Some(message.chars().take(MAX_MESSAGE_CHARS).collect())
+    tokenfleet_core::provider::server_reason(&message, "")
 }
 
 /// Reads the private key file of an app, refusing one that others can read.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, Uri};
 use serde::Deserialize;
+use tokenfleet_core::provider::server_reason;
 use tokenfleet_core::{Bucket, Observation, Probe, ProbeError, Provider, Token, Transport};
 
 use crate::classify::{parse_date_ms, parse_observation, reset_to_ms};
@@ -18,9 +19,6 @@ const USER_PATH: &str = "/user";
 /// GitHub's budget for requests without a valid token, per hour. A token
 /// whose `core` limit is no higher gets no more than an anonymous caller.
 const ANONYMOUS_LIMIT: u64 = 60;
-
-/// The maximum length of a server message in an error, in characters.
-const MAX_REASON_CHARS: usize = 200;
 
 #[derive(Deserialize)]
 struct RateLimitOverview {
@@ -254,25 +252,11 @@ fn rejected(body: &[u8], token: &Token) -> ProbeError {
 }
 
 /// Returns the JSON `message` of an error body, shortened to
-/// [`MAX_REASON_CHARS`] and with the token's secret removed should the
+/// [`MAX_REASON_CHARS`](tokenfleet_core::provider::MAX_REASON_CHARS) and with the token's secret removed should the
 /// server echo it.
 fn server_message(body: &[u8], token: &Token) -> Option<String> {
     let message = serde_json::from_slice::<ErrorBody>(body).ok()?.message?;
-    let message = message.trim();
-    if message.is_empty() {
-        return None;
-    }
-
-    let mut message = if token.secret().is_empty() {
-        message.to_owned()
-    } else {
-        message.replace(token.secret(), "[redacted]")
-    };
-    if let Some((cut, _)) = message.char_indices().nth(MAX_REASON_CHARS) {
-        message.truncate(cut);
-        message.push('…');
-    }
-    Some(message)
+    server_reason(&message, token.secret())
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, Uri};
 use serde::Deserialize;
+use tokenfleet_core::provider::server_reason;
 use tokenfleet_core::{Probe, ProbeError, Provider, Token, Transport};
 
 use crate::classify::{parse_date_ms, parse_observation};
@@ -11,9 +12,6 @@ use crate::config::Gitlab;
 use crate::GITLAB;
 
 const USER_PATH: &str = "/user";
-
-/// The maximum length of a server message in an error, in characters.
-const MAX_REASON_CHARS: usize = 200;
 
 #[derive(Deserialize)]
 struct User {
@@ -118,7 +116,7 @@ async fn get(
 }
 
 /// Returns the server's reason from an error body (`message`, or
-/// `error_description`, or `error`), shortened to [`MAX_REASON_CHARS`] and
+/// `error_description`, or `error`), shortened to [`MAX_REASON_CHARS`](tokenfleet_core::provider::MAX_REASON_CHARS) and
 /// with the token's secret removed should the server echo it.
 fn server_message(body: &[u8], token: &Token) -> Option<String> {
     let parsed = serde_json::from_slice::<ErrorBody>(body).ok()?;
@@ -128,21 +126,7 @@ fn server_message(body: &[u8], token: &Token) -> Option<String> {
         _ => None,
     };
     let message = message.or(parsed.error_description).or(parsed.error)?;
-    let message = message.trim();
-    if message.is_empty() {
-        return None;
-    }
-
-    let mut message = if token.secret().is_empty() {
-        message.to_owned()
-    } else {
-        message.replace(token.secret(), "[redacted]")
-    };
-    if let Some((cut, _)) = message.char_indices().nth(MAX_REASON_CHARS) {
-        message.truncate(cut);
-        message.push('…');
-    }
-    Some(message)
+    server_reason(&message, token.secret())
 }
 
 #[cfg(test)]
@@ -194,6 +178,9 @@ mod tests {
         let token = Token::new(CANARY);
         let body = format!(r#"{{"message":"{}"}}"#, "x".repeat(500));
         let message = server_message(body.as_bytes(), &token).unwrap();
-        assert_eq!(message.chars().count(), MAX_REASON_CHARS + 1);
+        assert_eq!(
+            message.chars().count(),
+            tokenfleet_core::provider::MAX_REASON_CHARS + 1
+        );
     }
 }
