@@ -51,6 +51,11 @@ fn shared_fleet(
         .expect("the fleet builds")
 }
 
+/// The command timeout of stores in tests that expect Redis to be up. The
+/// default of 1 s can pass on a machine busy with parallel test processes;
+/// the fault tests set their own short timeouts.
+const TEST_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn redis_store(config: RedisConfig) -> Arc<RedisStore> {
     Arc::new(RedisStore::new(config).expect("the store builds"))
 }
@@ -99,6 +104,7 @@ async fn worker_process_entry() {
     let store = redis_store(
         RedisConfig::new(url)
             .prefix(prefix)
+            .command_timeout(TEST_COMMAND_TIMEOUT)
             .view_max_age(Duration::from_millis(view_age_ms)),
     );
     let fleet = shared_fleet(base, tokens, Arc::new(SystemClock), store);
@@ -208,13 +214,21 @@ async fn invalid_token_is_skipped_by_all() {
         &sim.uri(),
         tokens(),
         Arc::new(clock.clone()),
-        redis_store(RedisConfig::new(server.url()).prefix(&prefix)),
+        redis_store(
+            RedisConfig::new(server.url())
+                .prefix(&prefix)
+                .command_timeout(TEST_COMMAND_TIMEOUT),
+        ),
     );
     let second = shared_fleet(
         &sim.uri(),
         tokens(),
         Arc::new(clock.clone()),
-        redis_store(RedisConfig::new(server.url()).prefix(&prefix)),
+        redis_store(
+            RedisConfig::new(server.url())
+                .prefix(&prefix)
+                .command_timeout(TEST_COMMAND_TIMEOUT),
+        ),
     );
     // Both fleets read their tokens' limits while every token is valid.
     github(&first).get("/user").await.expect("a token works");
@@ -225,7 +239,11 @@ async fn invalid_token_is_skipped_by_all() {
         &sim.uri(),
         vec![Token::new("ghp_alice_bad").with_account("alice")],
         Arc::new(clock.clone()),
-        redis_store(RedisConfig::new(server.url()).prefix(&prefix)),
+        redis_store(
+            RedisConfig::new(server.url())
+                .prefix(&prefix)
+                .command_timeout(TEST_COMMAND_TIMEOUT),
+        ),
     );
     let error = github(&only_bad)
         .get("/user")
@@ -264,7 +282,11 @@ async fn shared_keys_expire_and_hold_no_secret() {
         &sim.uri(),
         vec![Token::new(CANARY).with_account("alice")],
         Arc::new(clock.clone()),
-        redis_store(RedisConfig::new(server.url()).prefix(&prefix)),
+        redis_store(
+            RedisConfig::new(server.url())
+                .prefix(&prefix)
+                .command_timeout(TEST_COMMAND_TIMEOUT),
+        ),
     );
     let client = github(&fleet);
     assert!(github_ok(client).await);

@@ -44,11 +44,17 @@ fn answered(observation: Option<LocalObservation>) -> Settlement {
     }
 }
 
-/// A store with its own connection, on `prefix`, with a clock at `NOW`.
+/// The command timeout of stores in tests that expect Redis to be up. The
+/// default of 1 s can pass on a machine busy with parallel test processes;
+/// the fault tests set their own short timeouts.
+const TEST_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Creates a store with its own connection, on `prefix`, with a clock at `NOW`.
 fn store(server: &RedisServer, prefix: &str) -> RedisStore {
     RedisStore::new(
         RedisConfig::new(server.url())
             .prefix(prefix)
+            .command_timeout(TEST_COMMAND_TIMEOUT)
             .lease_ttl(LEASE_TTL),
     )
     .expect("the store builds")
@@ -248,6 +254,7 @@ async fn compare_with_memory_store(view_max_age: Duration) {
     let redis_store = RedisStore::new(
         RedisConfig::new(server.url())
             .prefix(&prefix)
+            .command_timeout(TEST_COMMAND_TIMEOUT)
             .lease_ttl(LEASE_TTL)
             .view_max_age(view_max_age),
     )
@@ -614,6 +621,7 @@ async fn cached_marks_refresh_after_max_age() {
     let cached = RedisStore::new(
         RedisConfig::new(server.url())
             .prefix(&prefix)
+            .command_timeout(TEST_COMMAND_TIMEOUT)
             .view_max_age(age),
     )
     .expect("the store builds");
