@@ -55,7 +55,7 @@ const SKEW_TOLERANCE_MS: i64 = 2_000;
 /// The largest `Date` offset taken as clock skew.
 const MAX_SKEW_MS: i64 = 24 * 3_600_000;
 
-/// The longest a token waits for a reset or a retry time, seven days: longer
+/// The maximum time a token waits for a reset or a retry time, seven days: longer
 /// than any documented window (GitLab's project-creation limit counts a day).
 const MAX_WAIT_MS: u64 = 7 * 24 * 3_600_000;
 
@@ -127,9 +127,9 @@ struct TokenEntry {
     /// it is not used until a later probe learns its account.
     account_pending: bool,
     last_used_ms: u64,
-    /// Where the secret comes from, for a token whose secret is fetched.
+    /// The source of the secret, for a token whose secret is fetched.
     source: Option<refresh::SourceSlot>,
-    /// Why the last status request failed, when it did.
+    /// The failure of the last status request, when it failed.
     probe_error: Option<String>,
 }
 

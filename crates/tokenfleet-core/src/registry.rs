@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-/// What a plugin plugs into.
+/// The contract a plugin implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PluginKind {
     /// A [`Provider`](crate::Provider), named in `[[providers]] type = ...`.
@@ -29,11 +29,11 @@ impl fmt::Display for PluginKind {
 /// One registered plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PluginInfo {
-    /// What the plugin plugs into.
+    /// The contract the plugin implements.
     pub kind: PluginKind,
     /// The `type` name a config file uses, the same as its typetag name.
     pub name: &'static str,
-    /// What the plugin does, in one line.
+    /// A one-line description of the plugin.
     pub description: &'static str,
 }
 

@@ -78,10 +78,11 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
-    /// Creates settings for the server at `url`, with the defaults: prefix
-    /// `tokenfleet`, fail when unavailable, a 1 s command timeout, 2 min
-    /// leases, invalid marks kept for a day, a retry after 1 s, and views
-    /// read from Redis for every snapshot.
+    /// Creates settings for the server at `url` with the defaults. They are
+    /// the prefix `tokenfleet`, failing when Redis is unavailable, a 1 s
+    /// command timeout and 2 min leases. Invalid marks are kept for a day,
+    /// an unreachable server is tried again after 1 s, and every snapshot
+    /// reads its views from Redis.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),

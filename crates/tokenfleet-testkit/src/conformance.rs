@@ -52,9 +52,9 @@ pub const RESET_TOLERANCE_MS: u64 = 2_000;
 /// check may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
-    /// The pool knows a token's budget before the token is throttled
+    /// The pool learns a token's budget before the token is throttled
     /// (from headers, a status endpoint or a configured estimate), so the
-    /// simulator must never answer a request over the limit.
+    /// simulator must never serve a request over the limit.
     pub budget_known_in_advance: bool,
 }
 
@@ -84,7 +84,7 @@ pub trait Harness: Send + Sync + Sized + 'static {
     /// Revokes the token, so the simulator rejects it as invalid.
     fn revoke(&self, token: &Token);
 
-    /// Makes every request to `path` answer with the provider's refusal
+    /// Makes every request to `path` return the provider's refusal
     /// that is not a rate limit (a missing permission or scope).
     fn forbid(&self, path: &str);
 
@@ -107,14 +107,14 @@ pub trait Harness: Send + Sync + Sized + 'static {
     /// Returns how many requests the simulator received with `token`.
     fn requests_by_token(&self, token: &Token) -> u64;
 
-    /// Returns how many requests the simulator answered with success and
+    /// Returns how many requests the simulator served with success and
     /// charged to a budget (free status requests do not count).
     fn successful_requests(&self) -> u64;
 
     /// Returns how many requests the simulator received in all.
     fn total_requests(&self) -> u64;
 
-    /// Returns how many requests the simulator answered with its throttle
+    /// Returns how many requests the simulator met with its throttle
     /// response because the budget was spent.
     fn over_limit_responses(&self) -> u64;
 
@@ -175,7 +175,7 @@ async fn snapshot(rig: &Rig, token: &Token) -> TokenSnapshot {
         .expect("every token of the pool has a snapshot")
 }
 
-/// The simulator receives the token in the provider's auth form.
+/// Checks that the simulator receives the token in the provider's auth form.
 pub async fn auth_header<H: Harness>() {
     let (harness, tokens, rig) = rig::<H>(100, 1, WaitPolicy::Fail).await;
 
@@ -193,7 +193,8 @@ pub async fn auth_header<H: Harness>() {
     );
 }
 
-/// A token the server throttles is marked and the request goes out on another.
+/// Checks that a token the server throttles is marked and the request goes
+/// out on another.
 pub async fn rotates_on_throttle<H: Harness>() {
     let (harness, tokens, rig) = rig::<H>(50, 2, WaitPolicy::Fail).await;
     let (drained, healthy) = (&tokens[0], &tokens[1]);
@@ -223,7 +224,7 @@ pub async fn rotates_on_throttle<H: Harness>() {
     }
 }
 
-/// A rejected token is marked invalid, the request is retried on another,
+/// Checks that a rejected token is marked invalid, the request is retried on another,
 /// and the invalid token is never chosen again.
 pub async fn invalid_token<H: Harness>() {
     let (harness, tokens, rig) = rig::<H>(50, 2, WaitPolicy::Fail).await;
@@ -248,7 +249,7 @@ pub async fn invalid_token<H: Harness>() {
     assert_eq!(snapshot(&rig, revoked).await.status, TokenStatus::Invalid);
 }
 
-/// The pool spends exactly the budget and then fails with the earliest
+/// Checks that the pool spends exactly the budget and then fails with the earliest
 /// reset, never sending a request it could have known is over the limit.
 pub async fn exhaustion<H: Harness>() {
     const BUDGET: u64 = 3;
@@ -333,7 +334,7 @@ pub async fn recovers_after_reset<H: Harness>() {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
-/// A listing of 250 repositories reaches the last one, each once.
+/// Checks that a listing of 250 repositories reaches the last one, each once.
 pub async fn pagination<H: Harness>() {
     const COUNT: usize = 250;
     let (harness, _tokens, rig) = rig::<H>(1_000, 2, WaitPolicy::Fail).await;
@@ -359,7 +360,7 @@ pub async fn pagination<H: Harness>() {
     }
 }
 
-/// A refusal that is not a rate limit goes back to the caller: one request
+/// Checks that a refusal that is not a rate limit goes back to the caller: one request
 /// reaches the server, and no token changes state.
 pub async fn forbidden_does_not_rotate<H: Harness>() {
     let (harness, tokens, rig) = rig::<H>(50, 2, WaitPolicy::Fail).await;
@@ -390,7 +391,7 @@ pub async fn forbidden_does_not_rotate<H: Harness>() {
     }
 }
 
-/// A request to another host is refused before any token leaves.
+/// Checks that a request to another host is refused before any token leaves.
 pub async fn foreign_host<H: Harness>() {
     let (harness, _tokens, rig) = rig::<H>(50, 1, WaitPolicy::Fail).await;
     let foreign = url::Url::parse("http://127.0.0.2:9/elsewhere").expect("a valid URL");

@@ -9,7 +9,7 @@ use tokenfleet::{ClientError, Error, Fleet, TokenStatus};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-/// The end of every quota window the server reports, in epoch
+/// Returns the end of every quota window the server reports, in epoch
 /// milliseconds: an hour after the test starts, on the real clock the pool
 /// uses.
 fn reset_ms() -> u64 {

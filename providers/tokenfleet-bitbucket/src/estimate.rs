@@ -78,7 +78,7 @@ impl AccountLog {
 }
 
 impl Estimator {
-    /// Logs one request the server counted, answered at `at_ms`, and
+    /// Logs one request the server counted, whose response arrived at `at_ms`, and
     /// returns the account's estimated budget.
     ///
     /// The observation's `reset_ms` is when the oldest logged request leaves
@@ -103,7 +103,7 @@ impl Estimator {
         log.prune(at_ms, window);
         while log.times.len() as u64 >= limit {
             // The limit went down, or more requests than the limit were
-            // answered within one window because older entries were logged
+            // served within one window because older entries were logged
             // later than the server counted them. The newest entries stay.
             log.times.pop_front();
         }
@@ -128,7 +128,7 @@ impl Estimator {
         }
     }
 
-    /// Records a 429 answered at `at_ms` and returns when the account's
+    /// Records a 429 received at `at_ms` and returns when the account's
     /// budget is expected back, in the same time base.
     ///
     /// A `Retry-After` wins. Otherwise, when the log contains the whole limit,
@@ -171,7 +171,7 @@ impl Estimator {
         log.backoff_until_ms
     }
 
-    /// Returns how many requests of `account` the log holds.
+    /// Returns how many requests of `account` the log contains.
     #[cfg(test)]
     pub(crate) fn logged(&self, account: &str) -> usize {
         let accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
@@ -286,7 +286,7 @@ mod tests {
         assert_eq!(stated.remaining, 0);
         assert_eq!(stated.reset_ms, configured.reset_ms + NEW_LIMIT_SHIFT_MS);
 
-        // The moved reset holds until the log passes it.
+        // The moved reset stays until the log passes it.
         let held = estimator.record("a", HOUR_MS, WINDOW, Some(2));
         assert_eq!(held.reset_ms, configured.reset_ms + NEW_LIMIT_SHIFT_MS);
         let later = estimator.record("a", HOUR_MS + 2_000, WINDOW, Some(2));

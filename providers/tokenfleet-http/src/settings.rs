@@ -5,9 +5,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-/// The header that carries the token unless `auth_header` says otherwise.
+/// The header that carries the token unless `auth_header` names another.
 pub const DEFAULT_AUTH_HEADER: &str = "Authorization";
-/// The word written before the token unless `auth_scheme` says otherwise.
+/// The word written before the token unless `auth_scheme` sets another.
 pub const DEFAULT_AUTH_SCHEME: &str = "Bearer";
 /// The header that states the budget of one window, by default.
 pub const DEFAULT_LIMIT_HEADER: &str = "X-RateLimit-Limit";
@@ -20,7 +20,7 @@ pub const DEFAULT_RETRY_AFTER_HEADER: &str = "Retry-After";
 /// The bucket of requests that no `buckets` rule matches, by default.
 pub const DEFAULT_BUCKET: &str = "default";
 
-/// How a reset header writes the end of the window.
+/// The format in which a reset header writes the end of the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResetFormat {
@@ -56,7 +56,7 @@ impl ResetFormat {
     }
 }
 
-/// Where the status endpoint states the limits.
+/// The part of a status response that states the limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StatusFormat {
@@ -112,7 +112,7 @@ impl BucketRule {
 pub struct HttpSettings {
     /// The API base, such as `https://api.example.com/v2`. Tokens are sent
     /// only to this URL's host. It has no default, because the provider
-    /// knows no API.
+    /// serves no particular API.
     pub base_url: Url,
 
     /// The request header that carries the token (default `Authorization`).
@@ -151,7 +151,7 @@ pub struct HttpSettings {
     /// to, when the API sends one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket_header: Option<String>,
-    /// How `reset_header` writes the end of the window.
+    /// The format in which `reset_header` writes the end of the window.
     #[serde(default)]
     pub reset_format: ResetFormat,
 
@@ -176,7 +176,7 @@ pub struct HttpSettings {
     /// first use, to read its limits from the response headers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_endpoint: Option<String>,
-    /// Where the status endpoint states the limits.
+    /// The part of the status response that states the limits.
     #[serde(default)]
     pub status_format: StatusFormat,
     /// Whether a status request costs no budget. By default it costs one

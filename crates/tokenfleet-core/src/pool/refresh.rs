@@ -84,6 +84,7 @@ impl SourceSlot {
         }
     }
 
+    /// Returns how long before expiry the secret stops being handed out.
     /// The margins shrink for a short-lived secret, so that it is handed
     /// out for at least half its life before it counts as expiring.
     fn expiry_margin_ms(&self) -> u64 {

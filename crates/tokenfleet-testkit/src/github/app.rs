@@ -1,5 +1,5 @@
 //! GitHub App installations: `POST /app/installations/{id}/access_tokens`
-//! with an RS256 JWT signed by the app's private key, answered with an
+//! with an RS256 JWT signed by the app's private key, which returns an
 //! installation token that expires.
 
 use std::collections::HashMap;
@@ -39,7 +39,7 @@ struct Claims {
     iss: serde_json::Value,
 }
 
-/// Returns the installation id when `request` asks for an installation token.
+/// Returns the installation id when `request` requests an installation token.
 pub(crate) fn installation_request(request: &Request, api_path: &str) -> Option<u64> {
     if request.method != wiremock::http::Method::POST {
         return None;
